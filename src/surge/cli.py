@@ -1,0 +1,127 @@
+"""The ``surge`` command. Thin: each command validates its options and calls a library function."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from surge.config.loader import load_settings
+from surge.config.settings import Settings
+from surge.errors import ConfigError
+
+CONFIG_OPTION = click.option(
+    "-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+    help="surge.toml to use (default: the embedded Python example).",
+)
+
+
+def _settings(config_path: str | None, overrides: dict[str, Any]) -> Settings:
+    try:
+        return load_settings(config_path, {k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        click.echo("surge: invalid configuration:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(2)
+
+
+@click.group()
+@click.version_option(package_name="surge")
+def main() -> None:
+    """surge: a gateway, app pools, a durable queue and workers in one command."""
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--listen", help="Gateway HOST:PORT (overrides gateway.listen).")
+@click.option("--admin", "admin_listen", help="Admin API HOST:PORT (overrides admin.listen).")
+@click.option("--queue-listen", help="Embedded queue server HOST:PORT.")
+@click.option("--data-dir", help="Where the queue and results are stored.")
+@click.option("--pid", "pid_file", type=click.Path(dir_okay=False), help="Write the PID here.")
+@click.option("--user", help="Run children as this user.")
+@click.option("--group", help="Run children as this group.")
+def up(config_path: str | None, listen: str | None, admin_listen: str | None,
+       queue_listen: str | None, data_dir: str | None, pid_file: str | None,
+       user: str | None, group: str | None) -> None:
+    """Run the whole architecture on this machine."""
+    from surge.supervisor.up import run_up
+
+    settings = _settings(config_path, {
+        "gateway.listen": listen, "admin.listen": admin_listen,
+        "queue_backend.listen": queue_listen, "data_dir": data_dir,
+    })
+    sys.exit(run_up(settings, config_path=config_path, pid_file=pid_file, user=user, group=group))
+
+
+@main.group()
+def queue() -> None:
+    """The embedded SQS-compatible queue server."""
+
+
+@queue.command("serve")
+@CONFIG_OPTION
+@click.option("--listen", help="HOST:PORT (overrides queue_backend.listen).")
+@click.option("--data-dir", help="Where the SQLite database lives.")
+def queue_serve(config_path: str | None, listen: str | None, data_dir: str | None) -> None:
+    """Serve the SQS API from an SQLite database."""
+    from surge.queue.server.main import serve
+
+    settings = _settings(config_path, {"queue_backend.listen": listen, "data_dir": data_dir})
+    serve(settings)
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--listen", help="HOST:PORT (overrides gateway.listen).")
+@click.option("--processes", type=int, help="Gateway processes (overrides gateway.processes).")
+@click.option("--queue-listen", help="Queue server HOST:PORT the enqueue routes send to.")
+@click.option("--data-dir", help="Where the result store lives.")
+@click.option("--targets-from", help="Admin API URL to follow for pool targets.")
+def gateway(config_path: str | None, listen: str | None, processes: int | None,
+            queue_listen: str | None, data_dir: str | None, targets_from: str | None) -> None:
+    """Run the gateway alone."""
+    from surge.gateway.main import run_gateway
+
+    settings = _settings(config_path, {
+        "gateway.listen": listen, "gateway.processes": processes,
+        "queue_backend.listen": queue_listen, "data_dir": data_dir,
+    })
+    sys.exit(run_gateway(settings, targets_from=targets_from))
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("group", required=False)
+@click.option("--queue-listen", help="Queue server HOST:PORT.")
+@click.option("--data-dir", help="Where the result store lives.")
+def worker(config_path: str | None, group: str | None, queue_listen: str | None,
+           data_dir: str | None) -> None:
+    """Run one worker group (the only one when GROUP is omitted)."""
+    from surge.worker.main import run_worker_group
+
+    settings = _settings(config_path, {"queue_backend.listen": queue_listen, "data_dir": data_dir})
+    sys.exit(run_worker_group(settings, group))
+
+
+@main.command()
+@click.option("--admin", "admin_url", default="http://127.0.0.1:8081", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON state.")
+@click.option("--watch", is_flag=True, help="Refresh every second.")
+def status(admin_url: str, as_json: bool, watch: bool) -> None:
+    """A table of every process, pool, target, queue and worker group."""
+    from surge.supervisor.status import show_status
+
+    sys.exit(show_status(admin_url, as_json=as_json, watch=watch))
+
+
+@main.command("check-config")
+@CONFIG_OPTION
+def check_config(config_path: str | None) -> None:
+    """Validate a config file and explain what it will run."""
+    from surge.config.explain import describe
+
+    settings = _settings(config_path, {})
+    click.echo(describe(settings))
+    click.echo("configuration OK")

@@ -1,0 +1,1 @@
+"""Configuration: the typed settings of every concern, loaded from ``surge.toml``."""

@@ -1,0 +1,38 @@
+"""A human summary of validated settings, printed by ``surge check-config``."""
+
+from __future__ import annotations
+
+from surge.config.settings import Settings
+
+
+def describe(settings: Settings) -> str:
+    lines = [f"gateway   listen {settings.gateway.listen}, processes {settings.gateway.processes}"]
+    for name, pool in settings.pools.items():
+        count = pool.instances
+        lines.append(
+            f"pool      {name}: {pool.command or pool.targets} "
+            f"(instances {count.min}..{count.max}, desired {count.desired}, workers {pool.workers})"
+        )
+    for route in settings.routes:
+        methods = ",".join(route.methods) or "*"
+        if route.proxy:
+            action = f"proxy → pool {route.proxy.pool}"
+        elif route.enqueue:
+            action = f"enqueue → queue {route.enqueue.queue} as task {route.enqueue.task}"
+        else:
+            action = f"static → {route.static.root if route.static else '?'}"
+        lines.append(f"route     {methods} {route.prefix} {action}")
+    for name, queue in settings.queues.items():
+        dlq = queue.dead_letter_queue or (f"{name}-dlq" if queue.max_receive_count else None)
+        lines.append(
+            f"queue     {name}{' (FIFO)' if queue.fifo else ''}: visibility "
+            f"{queue.visibility_timeout:g}s, dead-letter {dlq or 'none'}"
+        )
+    for name, group in settings.workers.items():
+        lines.append(
+            f"workers   {name}: queue {group.queue}, {group.processes} process(es) × "
+            f"{group.concurrency}, tasks {sorted(group.handlers)}"
+        )
+    lines.append(f"queue     backend {settings.queue_backend.url} ({settings.queue_backend.listen})")
+    lines.append(f"admin     {settings.admin.listen}")
+    return "\n".join(lines)

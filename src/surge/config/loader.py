@@ -1,0 +1,81 @@
+"""Load ``surge.toml`` (or the embedded default) into ``Settings``.
+
+Validation happens here, up front: every problem is reported at once as
+``key.path: what is wrong (got VALUE)`` so ``surge up`` never starts half-configured.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from surge.config.settings import Settings
+from surge.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "default.toml"
+
+
+def default_config_text() -> str:
+    return resources.files("surge.config").joinpath(DEFAULT_CONFIG_NAME).read_text()
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from ``path`` (None: the embedded default), with dotted-key ``overrides``
+    such as ``{"gateway.listen": "127.0.0.1:0"}`` applied before validation."""
+    if path is None:
+        text, source, config_dir = default_config_text(), "<embedded default>", _default_dir()
+    else:
+        file_path = Path(path)
+        try:
+            text = file_path.read_text()
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from exc
+        source, config_dir = str(file_path), str(file_path.resolve().parent)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from exc
+    raw["config_dir"] = config_dir
+    for dotted_key, value in (overrides or {}).items():
+        _set_dotted(raw, dotted_key, value)
+    return validate_settings(raw, source)
+
+
+def validate_settings(raw: dict[str, Any], source: str = "<config>") -> Settings:
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([f"{source}: {line}" for line in explain(exc)]) from exc
+
+
+def explain(exc: ValidationError) -> list[str]:
+    """One line per problem: the key path, what is wrong and the offending value."""
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling)"
+        if error["type"] == "missing":
+            message = "required key is missing"
+        value = error.get("input")
+        shown = "" if error["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{key}: {message}{shown}")
+    return lines
+
+
+def _set_dotted(raw: dict[str, Any], dotted_key: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted_key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _default_dir() -> str:
+    """Relative paths of the embedded default resolve against the bundled example app."""
+    return str(Path(__file__).resolve().parents[3] / "examples" / "python-app")

@@ -1,0 +1,239 @@
+"""The typed settings of ``surge.toml``, one model per concern.
+
+Every model forbids unknown keys, so a typo is an error that names the key. Cross-references
+(a route naming a pool or a queue, a worker naming a queue) are checked in ``Settings``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from surge.config.types import ByteSize, Duration, HostPort, ListenAddress, StrictModel
+
+
+class AccessLogSettings(StrictModel):
+    enabled: bool = True
+    path: str = "-"  # "-" is standard output
+    skip_paths: list[str] = ["/health"]
+
+
+class GatewaySettings(StrictModel):
+    listen: ListenAddress = HostPort("0.0.0.0", 8080)
+    processes: int | Literal["auto"] = "auto"  # auto: enough for max_connections, ≥ 1 per core
+    max_connections: int = Field(60000, ge=1)  # across all processes
+    backlog: int = Field(4096, ge=1)
+    max_header_size: ByteSize = 8 * 1024  # request line + headers → 431 beyond (nginx: 8k)
+    max_body_size: ByteSize = 1024 * 1024  # → 413 beyond (nginx client_max_body_size 1m)
+    header_timeout: Duration = 60.0  # → 408 (nginx client_header_timeout)
+    body_timeout: Duration = 60.0  # → 408 (nginx client_body_timeout)
+    keepalive_timeout: Duration = 75.0  # idle keep-alive (nginx keepalive_timeout)
+    shutdown_timeout: Duration = 30.0  # SIGTERM: finish in-flight requests up to this
+    access_log: AccessLogSettings = AccessLogSettings()
+
+
+class HealthCheckSettings(StrictModel):
+    """Active health checks with ALB's defaults."""
+
+    path: str = "/"
+    interval: Duration = 30.0
+    timeout: Duration = 5.0
+    healthy_threshold: int = Field(5, ge=1, le=10)
+    unhealthy_threshold: int = Field(2, ge=1, le=10)
+    success_codes: str = "200"  # "200", "200,204", "200-299"
+
+
+class InstanceCount(StrictModel):
+    min: int = Field(1, ge=0)
+    max: int = Field(4, ge=1)
+    desired: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> InstanceCount:
+        if not self.min <= self.desired <= self.max:
+            raise ValueError(
+                f"need min <= desired <= max, got min={self.min} desired={self.desired} "
+                f"max={self.max}"
+            )
+        return self
+
+
+class PoolSettings(StrictModel):
+    """App server instances: any HTTP server started from ``command``."""
+
+    command: str = ""  # template with {port} and {workers}: "starman --listen 127.0.0.1:{port} …"
+    workers: int = Field(4, ge=1)  # {workers}, and the default per-target concurrency limit
+    directory: str | None = None  # working directory of the instances (relative to the config)
+    env: dict[str, str] = {}
+    host: str = "127.0.0.1"
+    base_port: int = Field(0, ge=0, le=65535)  # 0: pick free ports
+    instances: InstanceCount = InstanceCount()
+    balancing: Literal["round_robin", "least_outstanding"] = "least_outstanding"
+    max_concurrency_per_target: int | None = Field(None, ge=1)  # default: workers
+    max_queued_requests: int = Field(10000, ge=0)  # waiting at the gateway for a free slot
+    queue_timeout: Duration = 30.0  # waited longer → 503 + Retry-After
+    connect_timeout: Duration = 10.0  # → 502
+    read_timeout: Duration = 180.0  # → 504 (the seed's proxy_read_timeout)
+    keepalive_per_target: int = Field(64, ge=0)
+    deregistration_delay: Duration = 30.0  # drain in-flight requests before removal
+    start_timeout: Duration = 60.0  # an instance must pass its health check within this
+    health_check: HealthCheckSettings = HealthCheckSettings()
+    targets: list[str] = []  # fixed HOST:PORT targets (no command started): external servers
+
+    @model_validator(mode="after")
+    def _command_has_port(self) -> PoolSettings:
+        if self.command and "{port}" not in self.command:
+            raise ValueError(f"command must contain '{{port}}', got {self.command!r}")
+        if not self.command and not self.targets:
+            raise ValueError("a pool needs a 'command' to start instances, or fixed 'targets'")
+        return self
+
+
+class ProxyRoute(StrictModel):
+    pool: str
+
+
+class EnqueueRoute(StrictModel):
+    queue: str
+    task: str
+    max_body_size: ByteSize = 256 * 1024  # the payload must fit one SQS message
+
+
+class StaticRoute(StrictModel):
+    root: str  # directory (relative to the config file)
+    expires: Duration | None = 30 * 86400.0  # the seed's 30 days; None: no Expires header
+    index: str | None = "index.html"
+
+
+class RouteSettings(StrictModel):
+    """First match wins, by method and path prefix. Exactly one of proxy/enqueue/static."""
+
+    prefix: str = "/"
+    methods: list[str] = []  # empty: any method
+    proxy: ProxyRoute | None = None
+    enqueue: EnqueueRoute | None = None
+    static: StaticRoute | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> RouteSettings:
+        actions = [a for a in ("proxy", "enqueue", "static") if getattr(self, a) is not None]
+        if len(actions) != 1:
+            raise ValueError(
+                f"a route needs exactly one of 'proxy', 'enqueue' or 'static', got {actions}"
+            )
+        if not self.prefix.startswith("/"):
+            raise ValueError(f"prefix must start with '/', got {self.prefix!r}")
+        return self
+
+
+class QueueSettings(StrictModel):
+    """A queue created on the backend at start-up (SQS attributes in config form)."""
+
+    fifo: bool = False
+    visibility_timeout: Duration = 30.0
+    retention: Duration = 4 * 86400.0
+    delay: Duration = 0.0
+    receive_wait: Duration = 0.0
+    max_message_size: ByteSize = 256 * 1024
+    max_receive_count: int | None = Field(5, ge=1, le=1000)  # None: no dead-letter queue
+    dead_letter_queue: str | None = None  # default: "<name>-dlq" when max_receive_count is set
+    content_based_deduplication: bool = False
+
+
+class CommandHandler(StrictModel):
+    """A task handler in any language: payload JSON on stdin, result JSON on stdout."""
+
+    command: str
+    mode: Literal["per-task", "persistent"] = "per-task"
+    processes: int = Field(1, ge=1)  # persistent mode: how many long-running processes
+    directory: str | None = None
+    env: dict[str, str] = {}
+    permanent_failure_exit_code: int | None = 100  # straight to the dead-letter queue
+
+
+class PythonHandler(StrictModel):
+    function: str  # "package.module:function", sync or async
+    executor: Literal["thread", "process", "inline"] = "thread"
+
+
+class WorkerSettings(StrictModel):
+    queue: str
+    handlers: dict[str, str | PythonHandler | CommandHandler]  # task name → handler
+    processes: int = Field(1, ge=1)
+    concurrency: int = Field(8, ge=1)  # in-flight tasks per process
+    wait_time: Duration = Field(20.0, le=20)  # long poll
+    visibility_timeout: Duration | None = None  # default: the queue's
+    max_run_time: Duration = 900.0  # heartbeat extends visibility up to this, then cancel
+    backoff_base: Duration = 1.0
+    backoff_max: Duration = 300.0
+    shutdown_timeout: Duration = 30.0
+    python_path: list[str] = []  # added to sys.path (relative to the config file)
+
+
+class QueueBackendSettings(StrictModel):
+    """``embedded`` (the built-in queue server), ``sqs://REGION`` or an http(s) SQS endpoint,
+    or ``redis://host:port/db``."""
+
+    url: str = "embedded"
+    listen: ListenAddress = HostPort("127.0.0.1", 9324)  # the embedded server's address
+    access_keys: list[str] = []  # embedded server: accepted access key ids (empty: any)
+    account_id: str = "000000000000"
+    region: str = "us-east-1"
+
+
+class ResultBackendSettings(StrictModel):
+    url: str = "embedded"  # SQLite in the data directory, or redis://
+    ttl: Duration = 7 * 86400.0
+
+
+class AdminSettings(StrictModel):
+    listen: ListenAddress = HostPort("127.0.0.1", 8081)
+
+
+class SupervisorSettings(StrictModel):
+    restart_backoff_base: Duration = 0.5
+    restart_backoff_max: Duration = 30.0
+    max_fast_crashes: int = Field(5, ge=1)  # crashes within fast_crash_window → give up loudly
+    fast_crash_window: Duration = 60.0
+    liveness_interval: Duration = 5.0
+    liveness_timeout: Duration = 20.0
+    shutdown_timeout: Duration = 40.0
+
+
+class Settings(StrictModel):
+    data_dir: str = ".surge"
+    gateway: GatewaySettings = GatewaySettings()
+    admin: AdminSettings = AdminSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
+    queue_backend: QueueBackendSettings = QueueBackendSettings()
+    result_backend: ResultBackendSettings = ResultBackendSettings()
+    routes: list[RouteSettings] = []
+    pools: dict[str, PoolSettings] = {}
+    queues: dict[str, QueueSettings] = {}
+    workers: dict[str, WorkerSettings] = {}
+    config_dir: str = "."  # set by the loader: relative paths resolve against it
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Settings:
+        problems: list[str] = []
+        for index, route in enumerate(self.routes):
+            if route.proxy and route.proxy.pool not in self.pools:
+                problems.append(
+                    f"routes[{index}].proxy.pool: unknown pool {route.proxy.pool!r}; "
+                    f"defined pools: {sorted(self.pools)}"
+                )
+            if route.enqueue and route.enqueue.queue not in self.queues:
+                problems.append(
+                    f"routes[{index}].enqueue.queue: unknown queue {route.enqueue.queue!r}; "
+                    f"defined queues: {sorted(self.queues)}"
+                )
+        for name, worker in self.workers.items():
+            if worker.queue not in self.queues:
+                problems.append(
+                    f"workers.{name}.queue: unknown queue {worker.queue!r}; "
+                    f"defined queues: {sorted(self.queues)}"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

@@ -1,0 +1,1 @@
+"""The gateway: holds client connections and routes requests to pools, queues and files."""

@@ -1,0 +1,1 @@
+"""The queue: an SQS-compatible server (``server``) and the async client (``client``)."""

@@ -1,0 +1,1 @@
+"""Task status and results: what the workers record and ``GET /tasks/<id>`` reads."""

@@ -1,0 +1,52 @@
+"""Config validation: every error names the key, the bad value and what is allowed."""
+
+import pytest
+
+from surge.config.loader import load_settings, validate_settings
+from surge.config.types import parse_byte_size, parse_duration
+from surge.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("250ms", 0.25), ("5m", 300), ("2h", 7200), ("30d", 2592000), (12, 12)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["30x", "-1s", "", "s", True])
+def test_bad_durations_say_what_is_allowed(bad):
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+def test_sizes():
+    assert parse_byte_size("8k") == 8192
+    assert parse_byte_size("1MiB") == 1048576
+    with pytest.raises(ValueError, match="size"):
+        parse_byte_size("8 parsecs")
+
+
+def test_embedded_default_is_valid():
+    settings = load_settings()
+    assert settings.routes[-1].proxy is not None
+
+
+def test_typo_key_is_named():
+    with pytest.raises(ConfigError) as error:
+        validate_settings({"gateway": {"lissten": "0.0.0.0:80"}})
+    assert "gateway.lissten: unknown key" in str(error.value)
+
+
+def test_wrong_type_is_named_with_value():
+    with pytest.raises(ConfigError) as error:
+        validate_settings({"gateway": {"header_timeout": "soon"}})
+    assert "gateway.header_timeout" in str(error.value)
+    assert "'soon'" in str(error.value)
+
+
+def test_unknown_pool_in_route_is_named():
+    with pytest.raises(ConfigError) as error:
+        validate_settings({"routes": [{"prefix": "/", "proxy": {"pool": "wbe"}}]})
+    assert "routes[0].proxy.pool: unknown pool 'wbe'" in str(error.value)
