@@ -125,3 +125,7 @@ def check_config(config_path: str | None) -> None:
     settings = _settings(config_path, {})
     click.echo(describe(settings))
     click.echo("configuration OK")
+
+
+if __name__ == "__main__":
+    main()

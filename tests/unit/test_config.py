@@ -50,3 +50,34 @@ def test_unknown_pool_in_route_is_named():
     with pytest.raises(ConfigError) as error:
         validate_settings({"routes": [{"prefix": "/", "proxy": {"pool": "wbe"}}]})
     assert "routes[0].proxy.pool: unknown pool 'wbe'" in str(error.value)
+
+
+def test_unknown_pool_is_named_even_with_other_errors():
+    # pydantic skips model validators once a field fails: the loader checks references too.
+    with pytest.raises(ConfigError) as error:
+        validate_settings({
+            "gateway": {"lissten": "0.0.0.0:80", "header_timeout": "soon"},
+            "routes": [{"prefix": "/", "proxy": {"pool": "wbe"}},
+                       {"prefix": "/q", "enqueue": {"queue": "nope", "task": "t"}}],
+        })
+    problems = error.value.problems
+    assert any("gateway.lissten: unknown key" in p for p in problems)
+    assert any("gateway.header_timeout" in p and "'soon'" in p for p in problems)
+    assert any("routes[0].proxy.pool: unknown pool 'wbe'" in p for p in problems)
+    assert any("routes[1].enqueue.queue: unknown queue 'nope'" in p for p in problems)
+
+
+def test_reference_problem_is_not_reported_twice():
+    with pytest.raises(ConfigError) as error:
+        validate_settings({"routes": [{"prefix": "/", "proxy": {"pool": "wbe"}}]})
+    assert len(error.value.problems) == 1
+
+
+def test_examples_are_valid_and_python_example_equals_embedded_default():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    python_example = load_settings(root / "python-app" / "surge.toml")
+    assert python_example == load_settings()
+    perl = load_settings(root / "perl-legacy" / "surge.toml")
+    assert "starman" in perl.pools["web"].command

@@ -33,6 +33,7 @@ def describe(settings: Settings) -> str:
             f"workers   {name}: queue {group.queue}, {group.processes} process(es) × "
             f"{group.concurrency}, tasks {sorted(group.handlers)}"
         )
-    lines.append(f"queue     backend {settings.queue_backend.url} ({settings.queue_backend.listen})")
+    backend = settings.queue_backend
+    lines.append(f"queue     backend {backend.url} ({backend.listen})")
     lines.append(f"admin     {settings.admin.listen}")
     return "\n".join(lines)

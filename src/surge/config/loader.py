@@ -23,7 +23,9 @@ def default_config_text() -> str:
     return resources.files("surge.config").joinpath(DEFAULT_CONFIG_NAME).read_text()
 
 
-def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+def load_settings(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
     """Settings from ``path`` (None: the embedded default), with dotted-key ``overrides``
     such as ``{"gateway.listen": "127.0.0.1:0"}`` applied before validation."""
     if path is None:
@@ -49,7 +51,45 @@ def validate_settings(raw: dict[str, Any], source: str = "<config>") -> Settings
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError([f"{source}: {line}" for line in explain(exc)]) from exc
+        # pydantic skips Settings' cross-reference check once any field is invalid, so the
+        # references are checked here on the raw document too: every problem, in one go.
+        lines = [line for line in explain(exc) if not line.startswith("(top level): ")]
+        lines += reference_problems(raw)
+        raise ConfigError([f"{source}: {line}" for line in lines]) from exc
+
+
+def reference_problems(raw: dict[str, Any]) -> list[str]:
+    """Routes naming an unknown pool or queue, workers naming an unknown queue."""
+    pools = _names(raw.get("pools"))
+    queues = _names(raw.get("queues"))
+    problems = []
+    routes = raw.get("routes")
+    for index, route in enumerate(routes if isinstance(routes, list) else []):
+        if not isinstance(route, dict):
+            continue
+        pool = _field(route.get("proxy"), "pool")
+        if pool is not None and pool not in pools:
+            problems.append(f"routes[{index}].proxy.pool: unknown pool {pool!r}; "
+                            f"defined pools: {sorted(pools)}")
+        queue = _field(route.get("enqueue"), "queue")
+        if queue is not None and queue not in queues:
+            problems.append(f"routes[{index}].enqueue.queue: unknown queue {queue!r}; "
+                            f"defined queues: {sorted(queues)}")
+    workers = raw.get("workers")
+    for name, worker in (workers.items() if isinstance(workers, dict) else []):
+        queue = _field(worker, "queue")
+        if queue is not None and queue not in queues:
+            problems.append(f"workers.{name}.queue: unknown queue {queue!r}; "
+                            f"defined queues: {sorted(queues)}")
+    return problems
+
+
+def _names(table: Any) -> set[str]:
+    return set(table) if isinstance(table, dict) else set()
+
+
+def _field(table: Any, key: str) -> Any:
+    return table.get(key) if isinstance(table, dict) else None
 
 
 def explain(exc: ValidationError) -> list[str]:

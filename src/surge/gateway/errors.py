@@ -1,0 +1,63 @@
+"""Errors of the gateway's HTTP layer, each carrying the status the client gets.
+
+A handler or the server raises one of these; the connection answers with ``http_status``
+(when no response byte has gone out yet) and closes when ``close_connection`` is set.
+"""
+
+from __future__ import annotations
+
+from surge.errors import SurgeError
+
+
+class GatewayHttpError(SurgeError):
+    """A request the gateway refuses; ``http_status`` is what the client is told."""
+
+    http_status = 400
+    close_connection = False
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.__class__.__doc__ or "")
+
+
+class BadRequest(GatewayHttpError):
+    """The request is malformed or its framing is ambiguous."""
+
+    http_status = 400
+    close_connection = True
+
+
+class NotFound(GatewayHttpError):
+    """No route or resource matches."""
+
+    http_status = 404
+
+
+class RequestTimeout(GatewayHttpError):
+    """The client was too slow to send the request head or body."""
+
+    http_status = 408
+    close_connection = True
+
+
+class BodyTooLarge(GatewayHttpError):
+    """The request body is larger than allowed."""
+
+    http_status = 413
+    close_connection = True
+
+
+class HeadersTooLarge(GatewayHttpError):
+    """The request line and headers are larger than allowed."""
+
+    http_status = 431
+    close_connection = True
+
+
+class ServiceUnavailable(GatewayHttpError):
+    """The gateway cannot take this request now; try again after ``retry_after`` seconds."""
+
+    http_status = 503
+
+    def __init__(self, message: str = "", retry_after: int = 1) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

@@ -1,0 +1,99 @@
+"""The gateway's proxy route: pools of targets behind keep-alive connections.
+
+``ProxyService`` owns one ``TargetPool`` per configured pool, the background work that
+keeps them current (active health checks, following the supervisor's target list,
+cutting off targets whose deregistration delay ran out) and hands out a ``RouteHandler``
+per pool. Parts: ``admission`` (slots and the wait queue), ``balancing``, ``health``,
+``headers`` and ``retry`` are pure; ``upstream`` holds the connections; ``forward`` is
+the request cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from surge.config.settings import Settings
+from surge.gateway.exchange import RouteHandler
+from surge.gateway.proxy.checker import HealthChecker
+from surge.gateway.proxy.feed import Entries, TargetsFeed
+from surge.gateway.proxy.forward import ProxyHandler
+from surge.gateway.proxy.pool import TargetPool
+
+__all__ = ["ProxyService"]
+
+log = logging.getLogger("surge.gateway.proxy")
+
+FIRST_TARGETS_WAIT = 5.0  # start() waits this long for the supervisor's first target list
+REAP_INTERVAL = 1.0
+
+
+class ProxyService:
+    def __init__(
+        self,
+        settings: Settings,
+        targets_from: str | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self.pools = {name: TargetPool(name, pool, clock) for name, pool in settings.pools.items()}
+        self.feed = TargetsFeed(targets_from, self._apply_feed) if targets_from else None
+        if self.feed is None:
+            for pool in self.pools.values():
+                pool.set_targets((address, "active") for address in pool.settings.targets)
+        self._handlers = {name: ProxyHandler(pool, clock) for name, pool in self.pools.items()}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start health checks, the reaper of drained targets and the targets feed; with a
+        feed, wait (briefly) for its first answer so the gateway starts with targets."""
+        for pool in self.pools.values():
+            self._tasks.append(asyncio.create_task(HealthChecker(pool).run(),
+                                                   name=f"health-checks-{pool.name}"))
+        self._tasks.append(asyncio.create_task(self._reap(), name="proxy-reaper"))
+        if self.feed is not None:
+            self._tasks.append(asyncio.create_task(self.feed.run(), name="targets-feed"))
+            try:
+                async with asyncio.timeout(FIRST_TARGETS_WAIT):
+                    await self.feed.first_answer.wait()
+            except TimeoutError:
+                log.warning("no target list from %s:%d after %gs; starting without targets",
+                            self.feed.host, self.feed.port, FIRST_TARGETS_WAIT)
+
+    def handler_for(self, pool: str) -> RouteHandler:
+        return self._handlers[pool]
+
+    async def stop(self, timeout: float) -> None:
+        """Stop the background work, let in-flight requests finish for up to ``timeout``
+        seconds, then close every upstream connection."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        deadline = self.clock() + timeout
+        while self.clock() < deadline and any(
+            t.in_flight for pool in self.pools.values() for t in pool.targets
+        ):
+            await asyncio.sleep(0.05)
+        for pool in self.pools.values():
+            pool.close()
+
+    def stats(self) -> dict[str, object]:
+        """Counters per pool and per target, for the metrics endpoint."""
+        return {name: pool.stats() for name, pool in self.pools.items()}
+
+    def _apply_feed(self, entries: Entries) -> None:
+        for name, pool in self.pools.items():
+            pool.set_targets(entries.get(name, []))
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL)
+            for pool in self.pools.values():
+                pool.reap()

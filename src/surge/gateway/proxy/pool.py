@@ -1,0 +1,234 @@
+"""One pool's targets at run time: slots, waiting, connections, health, draining.
+
+This is the glue between the pure parts (``admission``, ``balancing``, ``health``) and
+the event loop: it turns a wait in the admission queue into an awaitable with a deadline,
+and keeps one ``ConnectionPool`` per target. Targets come and go through ``set_targets``;
+one that leaves stops taking requests at once and is dropped when its last in-flight
+request is done, or cut off after ``deregistration_delay``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+
+from surge.config.settings import PoolSettings
+from surge.gateway.proxy.admission import Admission, Waiter
+from surge.gateway.proxy.balancing import Target, make_balancer, routable
+from surge.gateway.proxy.errors import NoCapacity
+from surge.gateway.proxy.health import HealthChange, TargetHealth
+from surge.gateway.proxy.upstream import ConnectionPool
+
+log = logging.getLogger("surge.gateway.proxy")
+
+# How long a target that refused a connection gets no traffic (nginx's fail_timeout).
+PASSIVE_EJECTION_TIME = 10.0
+
+
+@dataclass(slots=True)
+class PoolCounters:
+    """What the gateway itself answered instead of a target, and why."""
+
+    queued: int = 0  # requests that had to wait for a slot
+    rejected_queue_full: int = 0  # 503
+    rejected_queue_timeout: int = 0  # 503
+    rejected_no_targets: int = 0  # 503
+    gateway_502: int = 0
+    gateway_504: int = 0
+    retries: int = 0
+
+
+class TargetPool:
+    def __init__(
+        self, name: str, settings: PoolSettings, clock: Callable[[], float]
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.clock = clock
+        self.limit = settings.max_concurrency_per_target or settings.workers
+        self.admission = Admission(make_balancer(settings.balancing),
+                                   settings.max_queued_requests)
+        self.connections: dict[Target, ConnectionPool] = {}
+        self.leaving: set[Target] = set()  # removed from the target list, still draining
+        self.counters = PoolCounters()
+
+    # --- targets --------------------------------------------------------------------
+    @property
+    def targets(self) -> list[Target]:
+        return self.admission.targets
+
+    def find(self, address: str) -> Target | None:
+        for target in self.admission.targets:
+            if target.address == address:
+                return target
+        return None
+
+    def set_targets(self, entries: Iterable[tuple[str, str]]) -> None:
+        """The full list of targets as ``(address, "active"|"draining")``. New ones start
+        taking requests, missing ones drain and go."""
+        now = self.clock()
+        wanted = dict(entries)
+        for address, state in wanted.items():
+            target = self.find(address)
+            if target is None:
+                health = TargetHealth(self.settings.health_check.healthy_threshold,
+                                      self.settings.health_check.unhealthy_threshold)
+                target = Target.parse(address, self.limit, health)
+                self.admission.targets.append(target)
+                self.connections[target] = ConnectionPool(
+                    target.host, target.port, max_idle=self.settings.keepalive_per_target,
+                    connect_timeout=self.settings.connect_timeout)
+                log.info("pool %s: target %s added (%s)", self.name, address, state)
+            elif target in self.leaving:
+                self.leaving.discard(target)
+                log.info("pool %s: target %s is back", self.name, address)
+            draining = state == "draining"
+            if draining and not target.draining:
+                target.drain_deadline = now + self.settings.deregistration_delay
+                log.info("pool %s: target %s draining", self.name, address)
+            target.draining = draining
+        for target in list(self.admission.targets):
+            if target.address not in wanted and target not in self.leaving:
+                self._start_leaving(target, now)
+        self.admission.pump(now)
+
+    def _start_leaving(self, target: Target, now: float) -> None:
+        if not target.draining:
+            target.draining = True
+            target.drain_deadline = now + self.settings.deregistration_delay
+        self.leaving.add(target)
+        log.info("pool %s: target %s deregistering (%d in flight)", self.name, target.address,
+                 target.in_flight)
+        self._drop_if_drained(target)
+
+    def _drop_if_drained(self, target: Target) -> None:
+        if target in self.leaving and target.in_flight == 0:
+            self._remove(target)
+
+    def _remove(self, target: Target) -> None:
+        self.leaving.discard(target)
+        if target in self.admission.targets:
+            self.admission.targets.remove(target)
+        connections = self.connections.pop(target, None)
+        if connections is not None:
+            connections.abort_all()
+        log.info("pool %s: target %s removed", self.name, target.address)
+
+    def reap(self) -> None:
+        """Cut off leaving targets whose deregistration delay is over (called each second)."""
+        now = self.clock()
+        for target in list(self.leaving):
+            if now >= target.drain_deadline:
+                log.warning("pool %s: target %s removed with %d requests still in flight",
+                            self.name, target.address, target.in_flight)
+                self._remove(target)
+
+    # --- slots ----------------------------------------------------------------------
+    async def acquire(self, excluded: Collection[Target] = ()) -> Target:
+        """A target with a free slot, waiting in line up to queue_timeout if need be."""
+        target = self.admission.try_acquire(self.clock(), excluded)
+        if target is not None:
+            return target
+        if not self.admission.has_targets():
+            self.counters.rejected_no_targets += 1
+            raise NoCapacity(f"pool {self.name!r} has no targets")
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(excluded=tuple(excluded), on_grant=lambda _: _settle(granted))
+        if not self.admission.enqueue(waiter):
+            self.counters.rejected_queue_full += 1
+            raise NoCapacity(f"pool {self.name!r}: {self.admission.max_waiting} requests "
+                             "already wait for a target")
+        self.counters.queued += 1
+        try:
+            async with asyncio.timeout(self.settings.queue_timeout):
+                await granted
+        except TimeoutError:
+            self.admission.cancel(waiter)
+            if waiter.granted is not None:  # granted in the same loop turn as the timeout
+                return waiter.granted
+            self.counters.rejected_queue_timeout += 1
+            raise NoCapacity(f"pool {self.name!r}: no target free within "
+                             f"{self.settings.queue_timeout:g}s") from None
+        except BaseException:
+            self.admission.cancel(waiter)
+            if waiter.granted is not None:
+                self.release(waiter.granted)
+            raise
+        assert waiter.granted is not None
+        return waiter.granted
+
+    def release(self, target: Target) -> None:
+        # Waiters given the freed slot are woken by their on_grant callback.
+        self.admission.release(target, self.clock())
+        self._drop_if_drained(target)
+
+    def connections_to(self, target: Target) -> ConnectionPool:
+        return self.connections[target]
+
+    # --- health -----------------------------------------------------------------------
+    def record_check(self, target: Target, passed: bool) -> None:
+        change = target.health.record_check(passed)
+        if change is HealthChange.BECAME_UNHEALTHY:
+            log.warning("pool %s: target %s unhealthy", self.name, target.address)
+            if target in self.connections:
+                self.connections[target].close_idle()
+        elif change is HealthChange.BECAME_HEALTHY:
+            log.info("pool %s: target %s healthy", self.name, target.address)
+        self.admission.pump(self.clock())
+
+    def record_connect_failure(self, target: Target) -> None:
+        target.connect_failures += 1
+        target.health.record_connect_failure(self.clock(), PASSIVE_EJECTION_TIME)
+
+    def other_routable(self, tried: Collection[Target]) -> int:
+        return sum(1 for t in routable(self.targets, self.clock()) if t not in tried)
+
+    # --- stats ------------------------------------------------------------------------
+    def stats(self) -> dict[str, object]:
+        now = self.clock()
+        targets = {
+            t.address: {
+                "state": ("leaving" if t in self.leaving else
+                          "draining" if t.draining else
+                          "healthy" if t.health.available(now) else "unhealthy"),
+                "healthy": t.health.healthy,
+                "in_flight": t.in_flight,
+                "limit": t.limit,
+                "requests": t.requests,
+                "connect_failures": t.connect_failures,
+                "target_5xx": t.responses_5xx,
+                "connections_opened": self.connections[t].opened if t in self.connections else 0,
+                "connections_reused": self.connections[t].reused if t in self.connections else 0,
+                "idle_connections": len(self.connections[t].idle) if t in self.connections else 0,
+            }
+            for t in self.targets
+        }
+        counters = self.counters
+        return {
+            "targets": targets,
+            "healthy_targets": sum(1 for t in self.targets if t.health.healthy),
+            "unhealthy_targets": sum(1 for t in self.targets if not t.health.healthy),
+            "in_flight": sum(t.in_flight for t in self.targets),
+            "waiting": len(self.admission.waiting),
+            "queued": counters.queued,
+            "retries": counters.retries,
+            "gateway_502": counters.gateway_502,
+            "gateway_503": (counters.rejected_queue_full + counters.rejected_queue_timeout
+                            + counters.rejected_no_targets),
+            "gateway_504": counters.gateway_504,
+            "rejected_queue_full": counters.rejected_queue_full,
+            "rejected_queue_timeout": counters.rejected_queue_timeout,
+            "rejected_no_targets": counters.rejected_no_targets,
+            "target_5xx": sum(t.responses_5xx for t in self.targets),
+        }
+
+    def close(self) -> None:
+        for connections in self.connections.values():
+            connections.abort_all()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

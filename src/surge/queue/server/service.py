@@ -1,0 +1,569 @@
+"""The SQS actions: parameters in (JSON-shaped, whichever protocol carried them), results out.
+
+Validation, long polling and durability live here; the semantics live in the broker and the
+wire formats in ``wire``. Every mutating action returns only after its changes are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from surge.errors import QueueError
+from surge.queue.server import rules
+from surge.queue.server.broker import (
+    Broker,
+    Delivery,
+    QueueState,
+    arn_queue_name,
+    encode_receipt_handle,
+)
+from surge.queue.server.store import SqliteStore
+
+Params = dict[str, Any]
+Result = dict[str, Any]
+
+_RECEIVE_SYSTEM_ATTRIBUTES = (
+    "SenderId", "SentTimestamp", "ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp",
+    "MessageGroupId", "MessageDeduplicationId", "SequenceNumber", "AWSTraceHeader",
+    "DeadLetterQueueSourceArn",
+)
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class CallContext:
+    base_url: str  # "http://host:port", from the request's Host header
+    sender_id: str
+    path: str = "/"  # the query protocol may address the queue by the request path
+
+
+@dataclass(slots=True)
+class MoveTask:
+    handle: str
+    source: str
+    destination: str | None  # None: back to each message's source queue
+    rate: int | None
+    started_at: int
+    to_move: int
+    moved: int = 0
+    status: str = "RUNNING"
+    failure: str | None = None
+
+
+class QueueService:
+    def __init__(self, broker: Broker, store: SqliteStore | None = None,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
+        self.broker = broker
+        self.store = store
+        self.clock = clock
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._move_tasks: dict[str, MoveTask] = {}
+        self._move_runners: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        self._actions: dict[str, Callable[[Params, CallContext], Awaitable[Result]]] = {
+            "CreateQueue": self.create_queue,
+            "GetQueueUrl": self.get_queue_url,
+            "ListQueues": self.list_queues,
+            "DeleteQueue": self.delete_queue,
+            "GetQueueAttributes": self.get_queue_attributes,
+            "SetQueueAttributes": self.set_queue_attributes,
+            "PurgeQueue": self.purge_queue,
+            "SendMessage": self.send_message,
+            "SendMessageBatch": self.send_message_batch,
+            "ReceiveMessage": self.receive_message,
+            "DeleteMessage": self.delete_message,
+            "DeleteMessageBatch": self.delete_message_batch,
+            "ChangeMessageVisibility": self.change_message_visibility,
+            "ChangeMessageVisibilityBatch": self.change_message_visibility_batch,
+            "ListDeadLetterSourceQueues": self.list_dead_letter_source_queues,
+            "StartMessageMoveTask": self.start_message_move_task,
+            "ListMessageMoveTasks": self.list_message_move_tasks,
+            "CancelMessageMoveTask": self.cancel_message_move_task,
+            "TagQueue": self.tag_queue,
+            "UntagQueue": self.untag_queue,
+            "ListQueueTags": self.list_queue_tags,
+            "AddPermission": self.unsupported,
+            "RemovePermission": self.unsupported,
+        }
+
+    async def call(self, action: str, params: Params, context: CallContext) -> Result:
+        handler = self._actions.get(action)
+        if handler is None:
+            raise QueueError("InvalidAction",
+                             f"The action {action} is not valid for this endpoint.")
+        return await handler(params, context)
+
+    async def _durable(self) -> None:
+        if self.store is not None:
+            await self.store.durable()
+
+    # -- addressing ---------------------------------------------------------------------------
+
+    def queue_url(self, context: CallContext, name: str) -> str:
+        return f"{context.base_url}/{self.broker.account_id}/{name}"
+
+    def _queue_name(self, params: Params, context: CallContext) -> str:
+        url = params.get("QueueUrl")
+        if not url:
+            parts = [part for part in context.path.split("/") if part]
+            if len(parts) == 2:
+                url = context.path
+            else:
+                rules.require(params, "QueueUrl")
+        name = str(url).rstrip("/").rsplit("/", 1)[-1]
+        self.broker.queue(name)  # QueueDoesNotExist early
+        return name
+
+    def _queue_from_arn(self, arn: str, parameter: str) -> QueueState:
+        if not arn.startswith("arn:aws:sqs:"):
+            raise rules.invalid(f"Value {arn} for parameter {parameter} is invalid.")
+        return self.broker.queue(arn_queue_name(arn))
+
+    # -- long-poll wake-ups -------------------------------------------------------------------
+
+    def _notify(self, name: str) -> None:
+        for waiter in self._waiters.pop(name, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def stop(self) -> None:
+        """End every long poll now (SIGTERM) and stop move tasks."""
+        self.stopping = True
+        for name in list(self._waiters):
+            self._notify(name)
+        for runner in self._move_runners:
+            runner.cancel()
+
+    # -- queues -------------------------------------------------------------------------------
+
+    async def create_queue(self, params: Params, context: CallContext) -> Result:
+        name = str(rules.require(params, "QueueName"))
+        attributes = {k: str(v) for k, v in (params.get("Attributes") or {}).items()}
+        tags = {k: str(v) for k, v in (params.get("tags") or params.get("Tags") or {}).items()}
+        self.broker.create_queue(name, attributes, tags, self.clock())
+        await self._durable()
+        return {"QueueUrl": self.queue_url(context, name)}
+
+    async def get_queue_url(self, params: Params, context: CallContext) -> Result:
+        name = str(rules.require(params, "QueueName"))
+        self.broker.queue(name)
+        return {"QueueUrl": self.queue_url(context, name)}
+
+    async def list_queues(self, params: Params, context: CallContext) -> Result:
+        prefix = str(params.get("QueueNamePrefix") or "")
+        max_results = rules.int_param(params, "MaxResults", 1, 1000)
+        names = sorted(n for n in self.broker.queues if n.startswith(prefix))
+        token = params.get("NextToken")
+        if token:
+            names = [n for n in names if n > str(token)]
+        result: Result = {}
+        if max_results is not None and len(names) > max_results:
+            names = names[:max_results]
+            result["NextToken"] = names[-1]
+        result["QueueUrls"] = [self.queue_url(context, n) for n in names]
+        return result
+
+    async def delete_queue(self, params: Params, context: CallContext) -> Result:
+        name = self._queue_name(params, context)
+        self.broker.delete_queue(name)
+        self._notify(name)
+        await self._durable()
+        return {}
+
+    async def get_queue_attributes(self, params: Params, context: CallContext) -> Result:
+        name = self._queue_name(params, context)
+        wanted = [str(n) for n in params.get("AttributeNames") or []]
+        for attribute in wanted:
+            if attribute != "All" and attribute not in rules.ALL_ATTRIBUTE_NAMES:
+                raise QueueError("InvalidAttributeName", f"Unknown Attribute {attribute}.")
+        if not wanted:
+            return {}
+        queue = self.broker.queue(name)
+        visible, in_flight, delayed = self.broker.counts(name, self.clock())
+        values = {
+            **queue.attributes,
+            "ApproximateNumberOfMessages": str(visible),
+            "ApproximateNumberOfMessagesNotVisible": str(in_flight),
+            "ApproximateNumberOfMessagesDelayed": str(delayed),
+            "CreatedTimestamp": str(queue.created_at),
+            "LastModifiedTimestamp": str(queue.modified_at),
+            "QueueArn": self.broker.arn(name),
+        }
+        if "All" not in wanted:
+            values = {k: v for k, v in values.items() if k in wanted}
+        return {"Attributes": values}
+
+    async def set_queue_attributes(self, params: Params, context: CallContext) -> Result:
+        name = self._queue_name(params, context)
+        attributes = {k: str(v) for k, v in (rules.require(params, "Attributes")).items()}
+        self.broker.set_attributes(name, attributes, self.clock())
+        await self._durable()
+        return {}
+
+    async def purge_queue(self, params: Params, context: CallContext) -> Result:
+        self.broker.purge(self._queue_name(params, context), self.clock())
+        await self._durable()
+        return {}
+
+    async def tag_queue(self, params: Params, context: CallContext) -> Result:
+        tags = {k: str(v) for k, v in rules.require(params, "Tags").items()}
+        self.broker.tag(self._queue_name(params, context), tags)
+        await self._durable()
+        return {}
+
+    async def untag_queue(self, params: Params, context: CallContext) -> Result:
+        keys = [str(k) for k in rules.require(params, "TagKeys")]
+        self.broker.untag(self._queue_name(params, context), keys)
+        await self._durable()
+        return {}
+
+    async def list_queue_tags(self, params: Params, context: CallContext) -> Result:
+        tags = self.broker.queue(self._queue_name(params, context)).tags
+        return {"Tags": dict(tags)} if tags else {}
+
+    async def list_dead_letter_source_queues(self, params: Params,
+                                             context: CallContext) -> Result:
+        sources = sorted(self.broker.dead_letter_sources(self._queue_name(params, context)))
+        max_results = rules.int_param(params, "MaxResults", 1, 1000)
+        token = params.get("NextToken")
+        if token:
+            sources = [s for s in sources if s > str(token)]
+        result: Result = {}
+        if max_results is not None and len(sources) > max_results:
+            sources = sources[:max_results]
+            result["NextToken"] = sources[-1]
+        result["queueUrls"] = [self.queue_url(context, s) for s in sources]
+        return result
+
+    async def unsupported(self, params: Params, context: CallContext) -> Result:
+        raise QueueError("UnsupportedOperation", "This operation is not supported by surge.")
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _send_one(self, name: str, entry: Params, context: CallContext) -> Result:
+        body = entry.get("MessageBody")
+        if body is None:
+            raise QueueError(
+                "MissingParameter", "The request must contain the parameter MessageBody."
+            )
+        delay = rules.int_param(entry, "DelaySeconds", 0, rules.MAX_DELAY_SECONDS)
+        system = entry.get("MessageSystemAttributes") or {}
+        for key in system:
+            if key != "AWSTraceHeader":
+                raise rules.invalid(f"Message system attribute name '{key}' is invalid.")
+        message = self.broker.send(
+            name, str(body), self.clock(), delay_seconds=delay,
+            message_attributes=entry.get("MessageAttributes") or {},
+            system_attributes=system, sender_id=context.sender_id,
+            group_id=entry.get("MessageGroupId"), dedup_id=entry.get("MessageDeduplicationId"),
+        )
+        result: Result = {"MessageId": message.message_id, "MD5OfMessageBody": message.md5_of_body}
+        if message.md5_of_message_attributes:
+            result["MD5OfMessageAttributes"] = message.md5_of_message_attributes
+        if message.md5_of_system_attributes:
+            result["MD5OfMessageSystemAttributes"] = message.md5_of_system_attributes
+        if self.broker.queues[name].fifo:
+            result["SequenceNumber"] = f"{message.seq:020d}"
+        return result
+
+    async def send_message(self, params: Params, context: CallContext) -> Result:
+        name = self._queue_name(params, context)
+        result = self._send_one(name, params, context)
+        self._notify(name)
+        await self._durable()
+        return result
+
+    async def send_message_batch(self, params: Params, context: CallContext) -> Result:
+        name = self._queue_name(params, context)
+        entries = self._entries(params)
+        total = sum(len(str(e.get("MessageBody", "")).encode()) for e in entries)
+        if total > rules.MAX_MESSAGE_BYTES:
+            raise QueueError(
+                "BatchRequestTooLong",
+                f"Batch requests cannot be longer than {rules.MAX_MESSAGE_BYTES} bytes. "
+                f"You have sent {total} bytes.",
+            )
+        successful, failed = [], []
+        for entry in entries:
+            try:
+                result = self._send_one(name, entry, context)
+            except QueueError as exc:
+                failed.append(_failure(entry, exc))
+            else:
+                successful.append({"Id": entry["Id"], **result})
+        if successful:
+            self._notify(name)
+        await self._durable()
+        return {"Successful": successful, "Failed": failed}
+
+    @staticmethod
+    def _entries(params: Params) -> list[Params]:
+        entries = params.get("Entries")
+        if entries is None:
+            raise QueueError("MissingParameter", "The request must contain the parameter Entries.")
+        entries = list(entries)
+        rules.check_batch_ids(entries)
+        return entries
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    async def receive_message(self, params: Params, context: CallContext) -> Result:
+        name = self._queue_name(params, context)
+        queue = self.broker.queue(name)
+        max_messages = rules.int_param(params, "MaxNumberOfMessages", 1, 10, 1)
+        visibility = rules.int_param(params, "VisibilityTimeout", 0, rules.MAX_VISIBILITY_SECONDS)
+        wait = rules.int_param(params, "WaitTimeSeconds", 0, rules.MAX_WAIT_SECONDS)
+        if wait is None:
+            wait = queue.int_attribute("ReceiveMessageWaitTimeSeconds")
+        assert max_messages is not None
+        deliveries = await self._receive_waiting(name, max_messages, visibility, wait)
+        if deliveries:
+            await self._durable()
+        system_names = set(params.get("AttributeNames") or []) | set(
+            params.get("MessageSystemAttributeNames") or [])
+        attribute_names = [str(n) for n in params.get("MessageAttributeNames") or []]
+        messages = [self._render(d, system_names, attribute_names) for d in deliveries]
+        return {"Messages": messages} if messages else {}
+
+    async def _receive_waiting(self, name: str, max_messages: int, visibility: int | None,
+                               wait_seconds: int) -> list[Delivery]:
+        loop = asyncio.get_running_loop()
+        deadline = self.clock() + wait_seconds * 1000
+        while True:
+            deliveries = self.broker.receive(name, self.clock(), max_messages, visibility)
+            now = self.clock()
+            if deliveries or now >= deadline or self.stopping:
+                return deliveries
+            queue = self.broker.queues.get(name)
+            if queue is None:
+                return []
+            wake_at = deadline
+            next_change = queue.next_change_at()
+            if next_change is not None:
+                wake_at = min(wake_at, next_change)
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(name, set()).add(waiter)
+            try:
+                await asyncio.wait((waiter,), timeout=max(0.0, (wake_at - now) / 1000) + 0.001)
+            finally:
+                waiters = self._waiters.get(name)
+                if waiters is not None:
+                    waiters.discard(waiter)
+
+    def _render(self, delivery: Delivery, system_names: set[str],
+                attribute_names: list[str]) -> Result:
+        message = delivery.message
+        rendered: Result = {
+            "MessageId": message.message_id,
+            "ReceiptHandle": encode_receipt_handle(message, delivery.receipt_token),
+            "MD5OfBody": message.md5_of_body,
+            "Body": message.body,
+        }
+        if system_names:
+            life = message.life
+            available = {
+                "SenderId": message.sender_id,
+                "SentTimestamp": str(life.sent_at),
+                "ApproximateReceiveCount": str(life.receive_count),
+                "ApproximateFirstReceiveTimestamp": str(life.first_receive_at or life.sent_at),
+            }
+            if message.group_id is not None:
+                available["MessageGroupId"] = message.group_id
+            if message.dedup_id is not None:
+                available["MessageDeduplicationId"] = message.dedup_id
+                available["SequenceNumber"] = f"{message.seq:020d}"
+            if "AWSTraceHeader" in message.system_attributes:
+                available["AWSTraceHeader"] = str(
+                    message.system_attributes["AWSTraceHeader"].get("StringValue", ""))
+            if message.origin_queue is not None:
+                available["DeadLetterQueueSourceArn"] = self.broker.arn(message.origin_queue)
+            if "All" not in system_names:
+                available = {k: v for k, v in available.items() if k in system_names}
+            if available:
+                rendered["Attributes"] = available
+        selected = _select_attributes(message.message_attributes, attribute_names)
+        if selected:
+            rendered["MessageAttributes"] = selected
+            rendered["MD5OfMessageAttributes"] = rules.md5_of_attributes(selected)
+        return rendered
+
+    # -- deleting and visibility --------------------------------------------------------------
+
+    async def delete_message(self, params: Params, context: CallContext) -> Result:
+        name = self._queue_name(params, context)
+        self.broker.delete(name, str(rules.require(params, "ReceiptHandle")), self.clock())
+        await self._durable()
+        return {}
+
+    async def delete_message_batch(self, params: Params, context: CallContext) -> Result:
+        name = self._queue_name(params, context)
+        successful, failed = [], []
+        for entry in self._entries(params):
+            try:
+                handle = entry.get("ReceiptHandle")
+                if not handle:
+                    raise QueueError("MissingParameter",
+                                     "The request must contain the parameter ReceiptHandle.")
+                self.broker.delete(name, str(handle), self.clock())
+            except QueueError as exc:
+                failed.append(_failure(entry, exc))
+            else:
+                successful.append({"Id": entry["Id"]})
+        await self._durable()
+        return {"Successful": successful, "Failed": failed}
+
+    def _change_one(self, name: str, entry: Params) -> None:
+        handle = str(rules.require(entry, "ReceiptHandle"))
+        timeout = rules.int_param(entry, "VisibilityTimeout", 0, rules.MAX_VISIBILITY_SECONDS)
+        if timeout is None:
+            raise QueueError(
+                "MissingParameter", "The request must contain the parameter VisibilityTimeout."
+            )
+        self.broker.change_visibility(name, handle, timeout, self.clock())
+        if timeout == 0:
+            self._notify(name)
+
+    async def change_message_visibility(self, params: Params, context: CallContext) -> Result:
+        self._change_one(self._queue_name(params, context), params)
+        await self._durable()
+        return {}
+
+    async def change_message_visibility_batch(self, params: Params,
+                                              context: CallContext) -> Result:
+        name = self._queue_name(params, context)
+        successful, failed = [], []
+        for entry in self._entries(params):
+            try:
+                self._change_one(name, entry)
+            except QueueError as exc:
+                failed.append(_failure(entry, exc))
+            else:
+                successful.append({"Id": entry["Id"]})
+        await self._durable()
+        return {"Successful": successful, "Failed": failed}
+
+    # -- message move tasks -------------------------------------------------------------------
+
+    async def start_message_move_task(self, params: Params, context: CallContext) -> Result:
+        source_arn = str(rules.require(params, "SourceArn"))
+        source = self._queue_from_arn(source_arn, "SourceArn")
+        if not self.broker.dead_letter_sources(source.name):
+            raise rules.invalid("Source queue must be configured as a Dead Letter Queue.")
+        destination_arn = params.get("DestinationArn")
+        destination = None
+        if destination_arn:
+            destination = self._queue_from_arn(str(destination_arn), "DestinationArn").name
+        rate = rules.int_param(params, "MaxNumberOfMessagesPerSecond", 1, 500)
+        if any(t.source == source.name and t.status == "RUNNING"
+               for t in self._move_tasks.values()):
+            raise rules.invalid("There is already a task running. Only one active task is "
+                                "allowed for a source queue arn at a given time.")
+        visible, _, _ = self.broker.counts(source.name, self.clock())
+        task = MoveTask(str(uuid.uuid4()), source.name, destination, rate, self.clock(), visible)
+        self._move_tasks[task.handle] = task
+        runner = asyncio.get_running_loop().create_task(self._run_move(task))
+        self._move_runners.add(runner)
+        runner.add_done_callback(self._move_runners.discard)
+        return {"TaskHandle": task.handle}
+
+    async def _run_move(self, task: MoveTask) -> None:
+        tick = 0.1
+        per_tick = max(1, int((task.rate or 500) * tick)) if task.rate else 1000
+        try:
+            while task.status == "RUNNING":
+                if task.moved >= task.to_move:
+                    task.status = "COMPLETED"
+                    break
+                limit = min(per_tick, task.to_move - task.moved)
+                moved = self._move_step(task, limit)
+                await self._durable()
+                task.moved += moved
+                if moved == 0:
+                    task.status = "COMPLETED"
+                    break
+                await asyncio.sleep(tick)
+        except QueueError as exc:
+            task.status, task.failure = "FAILED", str(exc)
+
+    def _move_step(self, task: MoveTask, limit: int) -> int:
+        now = self.clock()
+        if task.destination is not None:
+            moved = self.broker.move_messages(task.source, task.destination, limit, now)
+            self._notify(task.destination)
+            return moved
+        moved = 0
+        sources = self.broker.dead_letter_sources(task.source)
+        source_queue = self.broker.queue(task.source)
+        for message in list(source_queue.messages.values())[: limit * 4]:
+            if moved >= limit:
+                break
+            origin = message.origin_queue if message.origin_queue in self.broker.queues \
+                else (sources[0] if len(sources) == 1 else None)
+            if origin is None:
+                continue
+            moved += self.broker.move_message(task.source, message.seq, origin, now)
+            self._notify(origin)
+        return moved
+
+    async def list_message_move_tasks(self, params: Params, context: CallContext) -> Result:
+        source = self._queue_from_arn(str(rules.require(params, "SourceArn")), "SourceArn")
+        max_results = rules.int_param(params, "MaxResults", 1, 10, 1)
+        tasks = [t for t in self._move_tasks.values() if t.source == source.name]
+        tasks.sort(key=lambda t: t.started_at, reverse=True)
+        results = []
+        for task in tasks[:max_results]:
+            entry: Result = {
+                "Status": task.status,
+                "SourceArn": self.broker.arn(task.source),
+                "ApproximateNumberOfMessagesMoved": task.moved,
+                "ApproximateNumberOfMessagesToMove": task.to_move,
+                "StartedTimestamp": task.started_at,
+            }
+            if task.status == "RUNNING":
+                entry["TaskHandle"] = task.handle
+            if task.destination:
+                entry["DestinationArn"] = self.broker.arn(task.destination)
+            if task.rate:
+                entry["MaxNumberOfMessagesPerSecond"] = task.rate
+            if task.failure:
+                entry["FailureReason"] = task.failure
+            results.append(entry)
+        return {"Results": results}
+
+    async def cancel_message_move_task(self, params: Params, context: CallContext) -> Result:
+        handle = str(rules.require(params, "TaskHandle"))
+        task = self._move_tasks.get(handle)
+        if task is None:
+            raise QueueError("ResourceNotFoundException", "The resource that you specified "
+                             "for the TaskHandle parameter doesn't exist.")
+        if task.status != "RUNNING":
+            raise rules.invalid("Only active tasks can be cancelled.")
+        task.status = "CANCELLED"
+        return {"ApproximateNumberOfMessagesMoved": task.moved}
+
+
+def _failure(entry: Params, exc: QueueError) -> Result:
+    return {"Id": str(entry.get("Id", "")), "Code": exc.code,
+            "Message": str(exc).removeprefix(f"{exc.code}: "), "SenderFault": exc.sender_fault}
+
+
+def _select_attributes(attributes: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    if not attributes or not names:
+        return {}
+    if "All" in names or ".*" in names:
+        return dict(attributes)
+    selected = {}
+    for key, value in attributes.items():
+        for pattern in names:
+            if pattern == key or (pattern.endswith(".*") and key.startswith(pattern[:-1])):
+                selected[key] = value
+                break
+    return selected

@@ -1,0 +1,255 @@
+"""The durable side of the queue server: SQLite in WAL mode, written by group commit.
+
+The broker reports every change to this journal, which turns it into SQL appended to the
+*open batch*. One writer task commits batches one after another on a dedicated thread: while
+a batch is being committed, every request that arrives meanwhile adds to the next one, so
+many concurrent sends share one fsync. A request answers only after ``durable()`` — the
+commit of the batch holding its changes — returns.
+
+``synchronous=FULL``: a commit is on disk (WAL fsynced) before the sender is answered, so an
+acknowledged message survives power loss too, not just a killed process. With group commit
+the fsync is paid once per batch, which is why FULL stays fast enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from surge.queue.server.broker import Broker, QueueState, StoredMessage
+from surge.queue.server.lifecycle import Lifecycle, State
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    attributes TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    modified_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY,
+    queue TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    md5_of_body TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    state TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    visible_at INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL,
+    first_receive_at INTEGER,
+    receipt_token INTEGER NOT NULL,
+    origin_queue TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, seq);
+CREATE TABLE IF NOT EXISTS dedup (
+    queue TEXT NOT NULL,
+    key TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (queue, key)
+);
+"""
+
+Statement = tuple[str, tuple[Any, ...]]
+
+_UPDATE_MESSAGE = (
+    "UPDATE messages SET queue=?, state=?, visible_at=?, receive_count=?, first_receive_at=?, "
+    "receipt_token=?, origin_queue=? WHERE seq=?"
+)
+_INSERT_MESSAGE = "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
+
+class StoreFailed(Exception):
+    """A commit failed: memory and disk may disagree, so the server must restart."""
+
+
+class _Batch:
+    __slots__ = ("done", "statements")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.statements: list[Statement] = []
+        self.done: asyncio.Future[None] = loop.create_future()
+
+
+class SqliteStore:
+    """Journal of the broker, backed by one SQLite database file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="surge-queue-db")
+        self._open: _Batch | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None
+        self.commits = 0
+        self.committed_statements = 0
+
+    # -- start, stop ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._open = _Batch(loop)
+        self._wakeup = asyncio.Event()
+        self._writer = loop.create_task(self._write_loop())
+
+    async def close(self) -> None:
+        """Commit what is pending, stop the writer and close the database."""
+        if self._writer is not None:
+            await self.durable()
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+        self._thread.submit(self._db.close).result()
+        self._thread.shutdown()
+
+    # -- group commit -----------------------------------------------------------------------
+
+    def _add(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self._open is None:  # not started: restoring or a synchronous caller
+            self._db.execute(sql, params)
+            return
+        self._open.statements.append((sql, params))
+        assert self._wakeup is not None
+        self._wakeup.set()
+
+    async def durable(self) -> None:
+        """Return once every change recorded so far is committed."""
+        if self._failed is not None:
+            raise StoreFailed("the queue database failed earlier") from self._failed
+        batch = self._open
+        if batch is None or not batch.statements:
+            # Nothing new from us; an earlier commit still running may hold our changes.
+            if self._in_flight is not None:
+                await asyncio.shield(self._in_flight)
+            return
+        await asyncio.shield(batch.done)
+
+    _in_flight: asyncio.Future[None] | None = None
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch = self._open
+            assert batch is not None
+            if not batch.statements:
+                continue
+            self._open = _Batch(loop)
+            self._in_flight = batch.done
+            try:
+                await loop.run_in_executor(self._thread, self._commit, batch.statements)
+            except Exception as exc:
+                self._failed = exc
+                batch.done.set_exception(StoreFailed(str(exc)))
+                batch.done.exception()  # retrieved: waiters see it through durable()
+                raise
+            self.commits += 1
+            self.committed_statements += len(batch.statements)
+            batch.done.set_result(None)
+            self._in_flight = None
+
+    def _commit(self, statements: list[Statement]) -> None:
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for sql, params in statements:
+                db.execute(sql, params)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -- Journal ----------------------------------------------------------------------------
+
+    def queue_saved(self, queue: QueueState) -> None:
+        self._add(
+            "INSERT OR REPLACE INTO queues VALUES (?,?,?,?,?)",
+            (queue.name, orjson.dumps(queue.attributes).decode(),
+             orjson.dumps(queue.tags).decode(), queue.created_at, queue.modified_at),
+        )
+
+    def queue_deleted(self, name: str) -> None:
+        for table, column in (("queues", "name"), ("messages", "queue"), ("dedup", "queue")):
+            self._add(f"DELETE FROM {table} WHERE {column}=?", (name,))
+
+    def message_added(self, queue: str, message: StoredMessage) -> None:
+        extra = {
+            "sender_id": message.sender_id,
+            "message_attributes": message.message_attributes,
+            "md5_of_message_attributes": message.md5_of_message_attributes,
+            "system_attributes": message.system_attributes,
+            "md5_of_system_attributes": message.md5_of_system_attributes,
+            "group_id": message.group_id,
+            "dedup_id": message.dedup_id,
+        }
+        life = message.life
+        self._add(_INSERT_MESSAGE, (
+            message.seq, queue, message.message_id, message.body, message.md5_of_body,
+            orjson.dumps(extra).decode(), life.state.value, life.sent_at, life.visible_at,
+            life.receive_count, life.first_receive_at, life.receipt_token, message.origin_queue,
+        ))
+
+    def message_changed(self, queue: str, message: StoredMessage) -> None:
+        life = message.life
+        self._add(_UPDATE_MESSAGE, (
+            queue, life.state.value, life.visible_at, life.receive_count, life.first_receive_at,
+            life.receipt_token, message.origin_queue, message.seq,
+        ))
+
+    def message_removed(self, seq: int) -> None:
+        self._add("DELETE FROM messages WHERE seq=?", (seq,))
+
+    def queue_purged(self, queue: str, up_to_seq: int) -> None:
+        self._add("DELETE FROM messages WHERE queue=? AND seq<?", (queue, up_to_seq))
+
+    def dedup_recorded(self, queue: str, key: str, message_id: str, seq: int,
+                       expires_at: int) -> None:
+        self._add("INSERT OR REPLACE INTO dedup VALUES (?,?,?,?,?)",
+                  (queue, key, message_id, seq, expires_at))
+
+    # -- restore ----------------------------------------------------------------------------
+
+    def restore(self, broker: Broker, now: int) -> int:
+        """Rebuild the broker from the database; returns the number of messages loaded."""
+        db = self._db
+        for name, attributes, tags, created, modified in db.execute(
+                "SELECT name, attributes, tags, created_at, modified_at FROM queues"):
+            broker.load_queue(QueueState(name, orjson.loads(attributes), created, modified,
+                                         tags=orjson.loads(tags)))
+        db.execute("DELETE FROM dedup WHERE expires_at<=?", (now,))
+        for queue, key, message_id, seq, expires in db.execute(
+                "SELECT queue, key, message_id, seq, expires_at FROM dedup"):
+            if queue in broker.queues:
+                broker.queues[queue].dedup[key] = (message_id, seq, expires)
+        loaded = 0
+        for row in db.execute("SELECT * FROM messages ORDER BY seq"):
+            (seq, queue, message_id, body, md5, extra_text, state, sent_at, visible_at,
+             receive_count, first_receive_at, receipt_token, origin_queue) = row
+            extra = orjson.loads(extra_text)
+            life = Lifecycle(sent_at=sent_at, visible_at=visible_at, state=State(state),
+                             receive_count=receive_count, first_receive_at=first_receive_at,
+                             receipt_token=receipt_token)
+            broker.load_message(queue, StoredMessage(seq, message_id, body, md5, life,
+                                                     origin_queue=origin_queue, **extra))
+            loaded += 1
+        top = db.execute("SELECT MAX(seq) FROM messages").fetchone()[0]
+        dedup_top = db.execute("SELECT MAX(seq) FROM dedup").fetchone()[0]
+        broker.next_seq = max(broker.next_seq, (top or 0) + 1, (dedup_top or 0) + 1)
+        return loaded

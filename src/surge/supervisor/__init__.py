@@ -1,0 +1,1 @@
+"""``surge up``: start, watch and restart every process; the admin API; ``surge status``."""

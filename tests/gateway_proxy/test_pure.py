@@ -1,0 +1,309 @@
+"""The proxy's pure parts, without sockets or clocks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from surge.gateway.proxy.admission import Admission, Waiter
+from surge.gateway.proxy.balancing import LeastOutstanding, RoundRobin, Target, routable
+from surge.gateway.proxy.feed import parse_targets
+from surge.gateway.proxy.headers import request_head, request_headers, response_headers
+from surge.gateway.proxy.health import HealthChange, SuccessCodes, TargetHealth
+from surge.gateway.proxy.retry import may_retry
+from surge.gateway.proxy.upstream import UpstreamConnection
+
+from .fakes import run_async
+
+
+def target(port: int, limit: int = 2) -> Target:
+    return Target.parse(f"127.0.0.1:{port}", limit, TargetHealth(5, 2))
+
+
+# --- headers ------------------------------------------------------------------------------
+def test_request_headers_add_forwarding_and_drop_hop_by_hop():
+    incoming = [
+        (b"host", b"app.example"), (b"x-forwarded-for", b"1.1.1.1"),
+        (b"x-forwarded-for", b"2.2.2.2"), (b"connection", b"keep-alive, X-Secret"),
+        (b"x-secret", b"s"), (b"keep-alive", b"timeout=5"), (b"te", b"trailers"),
+        (b"upgrade", b"h2c"), (b"proxy-authorization", b"Basic x"), (b"trailer", b"x"),
+        (b"x-real-ip", b"6.6.6.6"), (b"x-forwarded-proto", b"gopher"), (b"accept", b"*/*"),
+        (b"content-length", b"99"), (b"expect", b"100-continue"),
+    ]
+    out = request_headers(incoming, client_host="10.0.0.9", scheme="https", server_port=443,
+                          body_length=5)
+    assert out == [
+        (b"host", b"app.example"), (b"accept", b"*/*"),
+        (b"x-forwarded-for", b"1.1.1.1, 2.2.2.2, 10.0.0.9"), (b"x-forwarded-proto", b"https"),
+        (b"x-forwarded-port", b"443"), (b"x-real-ip", b"10.0.0.9"), (b"content-length", b"5"),
+    ]
+
+
+def test_request_headers_frame_the_body():
+    chunked = request_headers([], client_host="h", scheme="http", server_port=80,
+                              body_length=None)
+    assert (b"transfer-encoding", b"chunked") in chunked
+    empty = request_headers([], client_host="h", scheme="http", server_port=80, body_length=0)
+    assert not any(name in (b"content-length", b"transfer-encoding") for name, _ in empty)
+
+
+def test_response_headers_drop_hop_by_hop_and_keep_length():
+    out = response_headers([(b"content-length", b"3"), (b"connection", b"close, x-hop"),
+                            (b"x-hop", b"1"), (b"transfer-encoding", b"chunked"),
+                            (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")])
+    assert out == [(b"content-length", b"3"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+
+
+def test_request_head_bytes():
+    assert request_head("GET", "/a?b=1", [(b"host", b"x")]) == \
+        b"GET /a?b=1 HTTP/1.1\r\nhost: x\r\n\r\n"
+
+
+# --- health ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("spec", "inside", "outside"), [
+    ("200", [200], [201, 500]), ("200,204", [200, 204], [201]),
+    ("200-299", [200, 250, 299], [199, 300]), ("200-204,301", [203, 301], [205, 302]),
+])
+def test_success_codes(spec, inside, outside):
+    codes = SuccessCodes(spec)
+    assert all(s in codes for s in inside)
+    assert not any(s in codes for s in outside)
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "200-", "2xx"])
+def test_success_codes_reject_nonsense(bad):
+    with pytest.raises(ValueError, match="success codes"):
+        SuccessCodes(bad)
+
+
+def test_health_moves_only_after_thresholds_in_a_row():
+    health = TargetHealth(healthy_threshold=3, unhealthy_threshold=2)
+    assert health.healthy  # a registered target starts healthy
+    assert health.record_check(False) is None
+    assert health.record_check(True) is None  # the failure streak is broken
+    assert health.record_check(False) is None
+    assert health.record_check(False) is HealthChange.BECAME_UNHEALTHY
+    assert not health.healthy
+    assert health.record_check(True) is None
+    assert health.record_check(True) is None
+    assert health.record_check(False) is None  # streak broken: start again
+    assert [health.record_check(True) for _ in range(3)] == [
+        None, None, HealthChange.BECAME_HEALTHY]
+    assert health.healthy
+
+
+def test_passive_ejection_lasts_its_time_and_a_passed_check_ends_it():
+    health = TargetHealth(5, 2)
+    health.record_connect_failure(now=100.0, ejection_time=10.0)
+    assert not health.available(105.0)
+    assert health.available(110.0)
+    health.record_connect_failure(now=200.0, ejection_time=10.0)
+    health.record_check(True)
+    assert health.available(201.0)
+
+
+# --- balancing ------------------------------------------------------------------------------
+def test_round_robin_takes_turns_and_skips_full_targets():
+    a, b, c = target(1), target(2), target(3)
+    rr = RoundRobin()
+    assert [rr.choose([a, b, c], ()) for _ in range(4)] == [a, b, c, a]
+    b.in_flight = b.limit
+    assert [rr.choose([a, b, c], ()) for _ in range(3)] == [c, a, c]
+    assert rr.choose([a, b, c], (a, c)) is None
+
+
+def test_least_outstanding_prefers_the_idlest_and_rotates_ties():
+    a, b, c = target(1, limit=5), target(2, limit=5), target(3, limit=5)
+    lo = LeastOutstanding()
+    a.in_flight, b.in_flight, c.in_flight = 3, 1, 2
+    assert lo.choose([a, b, c], ()) is b
+    a.in_flight = b.in_flight = c.in_flight = 0
+    assert {id(lo.choose([a, b, c], ())) for _ in range(3)} == {id(a), id(b), id(c)}
+    b.in_flight = 5
+    assert lo.choose([b], ()) is None
+
+
+def test_routable_skips_unhealthy_and_draining_and_fails_open():
+    a, b, c = target(1), target(2), target(3)
+    c.draining = True
+    b.health.healthy = False
+    assert routable([a, b, c], 0.0) == [a]
+    a.health.record_connect_failure(0.0, 10.0)
+    # every live target is out: route to all of them anyway (never to a draining one)
+    assert routable([a, b, c], 1.0) == [a, b]
+
+
+# --- admission ------------------------------------------------------------------------------
+def test_slots_are_never_exceeded_and_waiters_are_served_in_order():
+    a = target(1, limit=2)
+    admission = Admission(RoundRobin(), max_waiting=2)
+    admission.targets.append(a)
+    assert admission.try_acquire(0.0) is a
+    assert admission.try_acquire(0.0) is a
+    assert admission.try_acquire(0.0) is None
+    assert a.in_flight == 2
+    first, second, third = Waiter(), Waiter(), Waiter()
+    assert admission.enqueue(first) and admission.enqueue(second)
+    assert not admission.enqueue(third)  # the queue is full: 503
+    assert admission.release(a, 0.0) == [first]
+    assert first.granted is a and a.in_flight == 2
+    assert admission.try_acquire(0.0) is None  # a newcomer never overtakes a waiter
+    admission.cancel(second)
+    assert admission.release(a, 0.0) == []
+    assert a.in_flight == 1
+
+
+def test_a_retrying_waiter_does_not_block_the_line():
+    a, b = target(1, limit=1), target(2, limit=1)
+    admission = Admission(RoundRobin(), max_waiting=10)
+    admission.targets.extend([a, b])
+    admission.try_acquire(0.0)
+    admission.try_acquire(0.0)
+    retrying, fresh = Waiter(excluded=(a,)), Waiter()
+    admission.enqueue(retrying)
+    admission.enqueue(fresh)
+    assert admission.release(a, 0.0) == [fresh]  # a freed, but the retry must avoid it
+    assert admission.release(b, 0.0) == [retrying]
+    assert retrying.granted is b
+
+
+def test_capacity_appearing_is_pumped_to_waiters():
+    a = target(1, limit=1)
+    admission = Admission(LeastOutstanding(), max_waiting=10)
+    admission.targets.append(a)
+    admission.try_acquire(0.0)
+    waiter = Waiter()
+    admission.enqueue(waiter)
+    b = target(2, limit=1)
+    admission.targets.append(b)
+    assert admission.pump(0.0) == [waiter] and waiter.granted is b
+
+
+# --- retry ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("method", "started", "replayable", "attempts", "others", "expected"), [
+    ("GET", False, True, 1, 1, True),
+    ("PUT", False, True, 1, 1, True),
+    ("POST", False, True, 1, 1, False),
+    ("PATCH", False, True, 1, 1, False),
+    ("GET", True, True, 1, 1, False),
+    ("PUT", False, False, 1, 1, False),
+    ("GET", False, True, 3, 1, False),
+    ("GET", False, True, 1, 0, False),
+])
+def test_retry_decision(method, started, replayable, attempts, others, expected):
+    assert may_retry(method, response_started=started, body_replayable=replayable,
+                     attempts=attempts, other_targets=others) is expected
+
+
+# --- targets feed ---------------------------------------------------------------------------
+def test_parse_targets():
+    version, pools = parse_targets(
+        b'{"version": 7, "pools": {"web": [{"address": "127.0.0.1:5001", "state": "active"},'
+        b' {"address": "127.0.0.1:5002", "state": "draining"}]}}')
+    assert version == 7
+    assert pools == {"web": [("127.0.0.1:5001", "active"), ("127.0.0.1:5002", "draining")]}
+    with pytest.raises(ValueError):
+        parse_targets(b'{"version": "x", "pools": {}}')
+
+
+# --- response parsing (fed bytes, no socket) ----------------------------------------------
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.paused = False
+        self.closed = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written.append(bytes(data))
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _connection() -> tuple[UpstreamConnection, _Transport]:
+    connection, transport = UpstreamConnection(), _Transport()
+    connection.connection_made(transport)
+    return connection, transport
+
+
+async def _body(connection: UpstreamConnection) -> bytes:
+    pieces = []
+    while piece := await connection.read_body(1.0):
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+@run_async
+async def test_chunked_response_split_anywhere_is_reassembled():
+    connection, _ = _connection()
+    connection.begin(skip_body=False)
+    raw = (b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
+           b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    for i in range(0, len(raw), 7):
+        connection.data_received(raw[i:i + 7])
+    await connection.read_head(1.0)
+    assert connection.status == 201
+    assert (b"x-a", b"1") in connection.headers
+    assert await _body(connection) == b"hello world"
+    assert connection.finish()  # reusable
+
+
+@run_async
+async def test_head_response_and_informational_and_close_delimited():
+    connection, _ = _connection()
+    connection.begin(skip_body=True)
+    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    await connection.read_head(1.0)
+    assert await _body(connection) == b""
+    assert connection.finish()
+    connection.begin(skip_body=False)  # the next response on the same connection parses
+    connection.data_received(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"
+                             b"Content-Length: 2\r\n\r\nok")
+    await connection.read_head(1.0)
+    assert connection.status == 200 and await _body(connection) == b"ok"
+    assert connection.finish()
+    connection.begin(skip_body=False)
+    connection.data_received(b"HTTP/1.1 200 OK\r\n\r\nuntil")
+    await connection.read_head(1.0)
+    connection.data_received(b" close")
+    connection.connection_lost(None)
+    assert await _body(connection) == b"until close"
+    assert not connection.finish()  # never reused
+
+
+@run_async
+async def test_large_body_pauses_reading_until_consumed():
+    connection, transport = _connection()
+    connection.begin(skip_body=False)
+    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+    connection.data_received(b"z" * 300_000)
+    assert transport.paused
+    assert len(await connection.read_body(1.0)) == 300_000
+    assert not transport.paused
+
+
+@run_async
+async def test_a_silent_target_times_out_and_a_garbled_one_is_broken():
+    from surge.gateway.proxy.errors import UpstreamBroken, UpstreamTimeout
+
+    connection, _ = _connection()
+    connection.begin(skip_body=False)
+    with pytest.raises(UpstreamTimeout):
+        await connection.read_head(0.05)
+    connection, transport = _connection()
+    connection.begin(skip_body=False)
+    connection.data_received(b"NOT HTTP\r\n\r\n")
+    with pytest.raises(UpstreamBroken):
+        await connection.read_head(1.0)
+    assert transport.closed

@@ -1,0 +1,67 @@
+"""What both examples must do through the gateway: pages, echo, static files, and a task
+that goes 202 → Location → ``succeeded`` with the handler's result."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from typing import Any
+
+from integration.surge_up import EXAMPLES, SurgeUp, http, wait_for
+
+
+def expected_result(payload: dict[str, Any]) -> Any:
+    """The Python handler's own answer (the Perl handler computes the same)."""
+    spec = importlib.util.spec_from_file_location("example_tasks",
+                                                  EXAMPLES / "python-app" / "tasks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.process_image(payload)
+
+
+def submit(up: SurgeUp, payload: dict[str, Any]) -> str:
+    """POST /images; the Location of the accepted (202) task."""
+    status, headers, body = http("POST", f"{up.gateway}/images", json.dumps(payload).encode(),
+                                 headers={"Content-Type": "application/json"})
+    assert status == 202, (status, body)
+    location = headers.get("Location") or headers.get("location")
+    assert location and location.startswith("/tasks/"), headers
+    return location
+
+
+def task_status(up: SurgeUp, location: str) -> dict[str, Any]:
+    status, _, body = http("GET", f"{up.gateway}{location}")
+    assert status == 200, (status, body)
+    document: dict[str, Any] = json.loads(body)
+    return document
+
+
+def wait_succeeded(up: SurgeUp, location: str, timeout: float = 30.0) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        record = task_status(up, location)
+        assert record["status"] not in ("dead",), record
+        return record if record["status"] == "succeeded" else None
+    record: dict[str, Any] = wait_for(f"{location} to succeed", done, timeout, interval=0.2)
+    return record
+
+
+def check_pages(up: SurgeUp, title: str) -> None:
+    status, _, body = http("GET", f"{up.gateway}/")
+    assert status == 200 and title.encode() in body
+    status, _, body = http("GET", f"{up.gateway}/echo", headers={"X-Probe": "yes"})
+    assert status == 200
+    echoed = json.loads(body)["headers"]
+    assert echoed["x-probe"] == "yes"
+    assert echoed.get("x-forwarded-for") == "127.0.0.1"
+    assert echoed["host"] == f"127.0.0.1:{up.gateway_port}"
+    status, _, body = http("GET", f"{up.gateway}/static/hello.txt")
+    assert status == 200 and b"static route" in body
+
+
+def check_task(up: SurgeUp) -> None:
+    payload = {"width": 64, "height": 48, "seed": int(time.time()) % 1000}
+    location = submit(up, payload)
+    record = wait_succeeded(up, location)
+    assert record["result"] == expected_result(payload)

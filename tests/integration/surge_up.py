@@ -1,0 +1,167 @@
+"""Run ``surge up`` as a real subprocess on free ports with a temporary data directory, and
+watch every process it starts so a test can prove none is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float,
+             interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except (OSError, ValueError, KeyError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: "
+                         f"{last_error!r})")
+
+
+class SurgeUp:
+    """``surge up`` with ``--listen``, ``--admin``, ``--queue-listen`` on free ports."""
+
+    def __init__(self, tmp_path: Path, config: Path | None, *, extra_args: tuple[str, ...] = ()):
+        self.gateway_port = free_port()
+        self.admin_port = free_port()
+        self.queue_port = free_port()
+        self.data_dir = tmp_path / "data"
+        self.log_path = tmp_path / "surge-up.log"
+        self.config = config
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+        self.seen_pids: dict[int, float] = {}  # pid → create_time of every descendant seen
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def start(self) -> SurgeUp:
+        argv = [sys.executable, "-m", "surge.cli", "up",
+                "--listen", f"127.0.0.1:{self.gateway_port}",
+                "--admin", f"127.0.0.1:{self.admin_port}",
+                "--queue-listen", f"127.0.0.1:{self.queue_port}",
+                "--data-dir", str(self.data_dir), *self.extra_args]
+        if self.config is not None:
+            argv[4:4] = ["-c", str(self.config)]
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                        cwd=self.log_path.parent)
+        return self
+
+    def state(self) -> dict[str, Any]:
+        status, _, body = http("GET", f"{self.admin}/v1/state", timeout=5)
+        assert status == 200, body
+        document: dict[str, Any] = json.loads(body)
+        return document
+
+    def processes(self) -> dict[str, dict[str, Any]]:
+        return {p["name"]: p for p in self.state()["processes"]}
+
+    def remember_descendants(self) -> None:
+        assert self.process is not None
+        try:
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                self.seen_pids.setdefault(child.pid, child.create_time())
+        except psutil.NoSuchProcess:
+            pass
+
+    def wait_until_up(self, timeout: float = 60.0) -> None:
+        def gateway_answers() -> bool:
+            self.check_alive()
+            status, _, _ = http("GET", f"{self.gateway}/", timeout=2)
+            return status == 200
+        wait_for("GET / through the gateway", gateway_answers, timeout, interval=0.25)
+        self.remember_descendants()
+
+    def check_alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"surge up exited with {self.process.returncode}:\n"
+                                 f"{self.log_tail()}")
+
+    def survivors(self) -> list[psutil.Process]:
+        alive = []
+        for pid, created in self.seen_pids.items():
+            try:
+                process = psutil.Process(pid)
+                if process.create_time() == created and process.status() != "zombie":
+                    alive.append(process)
+            except psutil.NoSuchProcess:
+                continue
+        return alive
+
+    def terminate(self, timeout: float) -> int:
+        assert self.process is not None
+        self.remember_descendants()
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def close(self) -> None:
+        """Teardown: stop surge up if still running and kill anything it left behind."""
+        if self.process is not None and self.process.poll() is None:
+            self.remember_descendants()
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for survivor in self.survivors():
+            try:
+                os.kill(survivor.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if hasattr(self, "_log"):
+            self._log.close()
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
