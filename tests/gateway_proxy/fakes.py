@@ -35,7 +35,7 @@ class FakeBody:
         self.delay = delay
         self.read_started = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         self.read_started = True
         for chunk in self._chunks:
             if self.delay:

@@ -20,6 +20,8 @@ from .upstreams import AdminFake, PythonUpstream, free_port
 
 def settings_for(targets: list[str], **pool: Any) -> Settings:
     pool.setdefault("health_check", {"path": "/health"})
+    if not targets:  # a pool whose instances the supervisor starts (and announces)
+        pool.setdefault("command", "app --port {port}")
     return Settings.model_validate({"pools": {"web": {"targets": targets, **pool}}})
 
 
@@ -244,7 +246,8 @@ async def test_large_bodies_stream_both_ways_without_piling_up():
 @run_async
 async def test_targets_follow_the_admin_feed():
     admin = await AdminFake().start()
-    async with upstreams(2) as [a, b]:
+    async with upstreams(2) as [a, b], contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(admin.stop)
         admin.publish({"web": [{"address": a.address, "state": "active"}]})
         async with proxy([], targets_from=f"http://127.0.0.1:{admin.port}") as service:
             assert set(web(service)["targets"]) == {a.address}  # start() waited for it
@@ -258,7 +261,6 @@ async def test_targets_follow_the_admin_feed():
             admin.publish({"web": [{"address": b.address, "state": "active"}]})
             await _until(lambda: a.address not in web(service)["targets"])
             assert admin.polls >= 3
-    await admin.stop()
 
 
 async def _until(condition: Any, timeout: float = 5.0) -> None:

@@ -31,16 +31,20 @@ def submit(up: SurgeUp, payload: dict[str, Any]) -> str:
     return location
 
 
-def task_status(up: SurgeUp, location: str) -> dict[str, Any]:
-    status, _, body = http("GET", f"{up.gateway}{location}")
-    assert status == 200, (status, body)
-    document: dict[str, Any] = json.loads(body)
-    return document
+# The gateway records "queued" in batches after answering 202, and another gateway process
+# may answer the first poll: a 404 is tolerated this long after the 202, never later.
+RECORD_LAG = 2.0
 
 
 def wait_succeeded(up: SurgeUp, location: str, timeout: float = 30.0) -> dict[str, Any]:
+    submitted = time.monotonic()
+
     def done() -> dict[str, Any] | None:
-        record = task_status(up, location)
+        status, _, body = http("GET", f"{up.gateway}{location}")
+        if status == 404 and time.monotonic() - submitted < RECORD_LAG:
+            return None
+        assert status == 200, (status, body)
+        record: dict[str, Any] = json.loads(body)
         assert record["status"] not in ("dead",), record
         return record if record["status"] == "succeeded" else None
     record: dict[str, Any] = wait_for(f"{location} to succeed", done, timeout, interval=0.2)

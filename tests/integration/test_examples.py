@@ -9,7 +9,7 @@ import time
 import pytest
 
 from integration.examples_flow import check_pages, check_task
-from integration.surge_up import EXAMPLES, SurgeUp
+from integration.surge_up import EXAMPLES, SurgeUp, http, wait_for
 
 
 @pytest.fixture
@@ -44,7 +44,17 @@ def stop_cleanly(up: SurgeUp) -> None:
 def test_python_example(python_example):
     check_pages(python_example, "surge Python example")
     check_task(python_example)
+    check_worker_scaling(python_example)
     stop_cleanly(python_example)
+
+
+def check_worker_scaling(up: SurgeUp) -> None:
+    status, _, body = http("POST", f"{up.admin}/v1/workers/images/scale", b'{"processes": 0.5}')
+    assert status == 400 and b"must be an integer" in body
+    status, _, _ = http("POST", f"{up.admin}/v1/workers/images/scale", b'{"processes": 2}')
+    assert status == 200
+    wait_for("two worker processes", lambda: up.state()["workers"]["images"]["running"] == 2, 30)
+    check_task(up)
 
 
 def test_perl_example(perl_example):

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+import uvloop
 
 from surge.queue.client.memory import MemoryQueueClient
 from surge.queue.interface import QueueClient
@@ -31,6 +32,7 @@ class Backend:
 
     name: str
     make_client: Callable[[], QueueClient]
+    on_uvloop: bool = False  # the gateway and workers run on uvloop
 
     def run(self, scenario: Scenario, timeout: float = 60) -> None:
         async def main() -> None:
@@ -40,7 +42,10 @@ class Backend:
             finally:
                 await client.close()
 
-        asyncio.run(main())
+        if self.on_uvloop:
+            uvloop.run(main())
+        else:
+            asyncio.run(main())
 
 
 BACKENDS = ["memory", "http-moto", "aws-moto", "http-surge", "redis"]
@@ -69,7 +74,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         from surge.queue.client.http import HttpQueueClient
 
         url = request.getfixturevalue("surge_queue_url")
-        yield Backend(name, lambda: HttpQueueClient(url))
+        yield Backend(name, lambda: HttpQueueClient(url), on_uvloop=True)
     elif name == "redis":
         from surge.queue.client.redis_backend import RedisQueueClient
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -17,7 +20,7 @@ from surge.queue.client.redis_backend import RedisQueueClient
 from surge.queue.client.rules import normalize_error_code
 from surge.queue.interface import OutgoingMessage, QueueClient
 
-from .servers import free_port
+from .servers import free_port, stop, wait_until_listening
 
 
 def test_open_queue_client_chooses_by_url() -> None:
@@ -125,5 +128,63 @@ def test_unreachable_queue_is_unavailable(kind: str) -> None:
                 await client.send("q", OutgoingMessage("lost?"))
         finally:
             await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_http_and_aws_backends_interoperate(moto_url: str) -> None:
+    """A message sent unsigned over JSON 1.0 is read back through botocore unchanged."""
+
+    async def scenario() -> None:
+        http = HttpQueueClient(moto_url)
+        aws = AwsQueueClient("us-east-1", endpoint_url=moto_url,
+                             access_key_id="testing", secret_access_key="testing")
+        attributes = {"blob": {"DataType": "Binary", "BinaryValue": "AAEC/w=="},
+                      "text": {"DataType": "String", "StringValue": "héllo"}}
+        try:
+            await http.create_queue("interop")
+            sent = await aws.send("interop", OutgoingMessage("from aws", attributes=attributes))
+            [message] = await http.receive("interop", wait_seconds=2)
+            assert (message.message_id, message.body) == (sent.message_id, "from aws")
+            assert message.message_attributes == attributes
+            await http.send("interop", OutgoingMessage("from http", attributes=attributes))
+            [message] = await aws.receive("interop", wait_seconds=2)
+            assert message.body == "from http"
+            assert message.message_attributes == attributes
+        finally:
+            await http.close()
+            await aws.close()
+
+    asyncio.run(scenario())
+
+
+def test_http_client_survives_a_queue_server_restart(tmp_path: Path) -> None:
+    """kill -9 the server: calls fail as QueueUnavailable; once it is back the same client
+    works again (its pooled connections to the dead process are dropped, not reused)."""
+    port = free_port()
+    command = [sys.executable, "-c", "from surge.cli import main; main()", "queue", "serve",
+               "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path)]
+
+    def start() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+        wait_until_listening(port, process, "surge queue serve")
+        return process
+
+    async def scenario() -> None:
+        client = HttpQueueClient(f"http://127.0.0.1:{port}", timeout=3)
+        server = start()
+        try:
+            await client.create_queue("q")
+            sent = await client.send("q", OutgoingMessage("acknowledged"))
+            server.kill()
+            server.wait()
+            with pytest.raises(QueueUnavailable):
+                await client.send("q", OutgoingMessage("not stored"))
+            server = start()
+            [message] = await client.receive("q", max_messages=10, wait_seconds=2)
+            assert message.message_id == sent.message_id  # it was durable
+        finally:
+            await client.close()
+            stop(server)
 
     asyncio.run(scenario())

@@ -267,3 +267,62 @@ def test_fifo_group_blocks_while_in_flight(backend: Backend) -> None:
         assert [m.body for m in others] == ["b1"]  # a2 waits behind a1 in flight
 
     backend.run(scenario)
+
+
+def test_concurrent_consumers_never_share_an_in_flight_message(backend: Backend) -> None:
+    async def scenario(client: QueueClient, name: str) -> None:
+        await client.create_queue(name)
+        for start in range(0, 40, 10):
+            await client.send_batch(
+                name, [OutgoingMessage(f"m{i}") for i in range(start, start + 10)])
+        seen: list[str] = []
+
+        async def consume() -> None:
+            while True:
+                batch = await client.receive(name, max_messages=3, wait_seconds=1)
+                if not batch:
+                    return
+                seen.extend(m.body for m in batch)
+                await client.delete_batch(name, [m.receipt_handle for m in batch])
+
+        await asyncio.gather(*(consume() for _ in range(5)))
+        assert sorted(seen) == sorted(f"m{i}" for i in range(40))  # each exactly once
+
+    backend.run(scenario)
+
+
+def test_heartbeat_extends_visibility(backend: Backend) -> None:
+    async def scenario(client: QueueClient, name: str) -> None:
+        await client.create_queue(name)
+        await client.send(name, OutgoingMessage("long task"))
+        [message] = await client.receive(name, wait_seconds=2, visibility_timeout=1)
+        await client.change_visibility(name, message.receipt_handle, 30)
+        await asyncio.sleep(1.2)
+        assert await client.receive(name) == []  # still held by the heartbeat
+        await client.delete(name, message.receipt_handle)
+
+    backend.run(scenario)
+
+
+def test_delayed_message_appears_after_its_delay(backend: Backend) -> None:
+    async def scenario(client: QueueClient, name: str) -> None:
+        await client.create_queue(name)
+        await client.send(name, OutgoingMessage("later", delay_seconds=1))
+        assert await client.receive(name) == []
+        [message] = await client.receive(name, wait_seconds=3)
+        assert message.body == "later"
+
+    backend.run(scenario)
+
+
+def test_batch_visibility_change_reports_bad_entries(backend: Backend) -> None:
+    async def scenario(client: QueueClient, name: str) -> None:
+        await client.create_queue(name)
+        await client.send(name, OutgoingMessage("x"))
+        [message] = await client.receive(name, wait_seconds=2)
+        failures = await client.change_visibility_batch(
+            name, [(message.receipt_handle, 10), ("garbage-handle", 10)])
+        assert [f.index for f in failures] == [1]
+        assert failures[0].code == "ReceiptHandleIsInvalid"
+
+    backend.run(scenario)

@@ -7,7 +7,13 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from surge.httpkit.client import HttpClient, HttpConnectError, HttpTimeout, Origin
+from surge.httpkit.client import (
+    HttpClient,
+    HttpClientError,
+    HttpConnectError,
+    HttpTimeout,
+    Origin,
+)
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -65,6 +71,20 @@ def test_keep_alive_reuses_one_connection() -> None:
     asyncio.run(scenario())
 
 
+def test_works_on_uvloop() -> None:
+    import uvloop
+
+    async def scenario() -> None:
+        server, url, _ = await serve(keep_alive_echo)
+        client = HttpClient()
+        responses = await asyncio.gather(*(client.request("GET", url) for _ in range(3)))
+        assert [r.status for r in responses] == [200] * 3
+        await client.close()
+        server.close()
+
+    uvloop.run(scenario())
+
+
 def test_concurrent_requests_open_parallel_connections() -> None:
     async def scenario() -> None:
         server, url, accepted = await serve(keep_alive_echo)
@@ -74,6 +94,19 @@ def test_concurrent_requests_open_parallel_connections() -> None:
         assert len(accepted) == 4
         await asyncio.gather(*(client.request("GET", url) for _ in range(4)))
         assert len(accepted) == 4  # all four went back to the pool and were reused
+        await client.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_connections_per_host_are_capped() -> None:
+    async def scenario() -> None:
+        server, url, accepted = await serve(keep_alive_echo)
+        client = HttpClient(max_connections_per_host=2)
+        responses = await asyncio.gather(*(client.request("GET", url) for _ in range(10)))
+        assert all(r.status == 200 for r in responses)
+        assert len(accepted) == 2
         await client.close()
         server.close()
 
@@ -166,6 +199,25 @@ def test_timeout_and_connection_errors() -> None:
         await client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_client_with_connections_stays_on_its_loop() -> None:
+    async def first_loop() -> tuple[HttpClient, asyncio.Server, str]:
+        server, url, _ = await serve(keep_alive_echo)
+        client = HttpClient()
+        await client.request("GET", url)
+        return client, server, url
+
+    loop = asyncio.new_event_loop()
+    try:
+        client, server, url = loop.run_until_complete(first_loop())
+        with pytest.raises(HttpClientError, match="another event loop"):
+            asyncio.run(client.request("GET", url))
+        loop.run_until_complete(client.close())
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+    finally:
+        loop.close()
 
 
 def test_origin_parsing() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from qs_support import ServerThread, make_client  # noqa: E402
+from qs_support import ServerThread, make_client
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-
 from qs_support import ServerThread, make_client
 
 
@@ -401,7 +400,7 @@ def test_message_move_task_back_to_source(sqs: Any) -> None:
 
 
 def test_message_move_task_with_rate_can_be_cancelled(sqs: Any) -> None:
-    work, dlq, dlq_arn = _with_dlq(sqs, max_receive_count=1)
+    _work, dlq, dlq_arn = _with_dlq(sqs, max_receive_count=1)
     other = new_queue(sqs, "elsewhere")
     other_arn = sqs.get_queue_attributes(QueueUrl=other, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]
@@ -449,12 +448,13 @@ def test_fifo_rules(sqs: Any) -> None:
     two = sqs.send_message(QueueUrl=url, MessageBody="same", MessageGroupId="g")
     assert one["MessageId"] == two["MessageId"]
     plain = new_queue(sqs, "plain.fifo", FifoQueue="true")
-    for kwargs, code in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"MessageBody": "m", "MessageDeduplicationId": "d"}, "MissingParameter"),
         ({"MessageBody": "m", "MessageGroupId": "g"}, "InvalidParameterValue"),
         ({"MessageBody": "m", "MessageGroupId": "g", "MessageDeduplicationId": "d",
           "DelaySeconds": 5}, "InvalidParameterValue"),
-    ]:
+    ]
+    for kwargs, code in cases:
         with pytest.raises(ClientError) as excinfo:
             sqs.send_message(QueueUrl=plain, **kwargs)
         assert error_code(excinfo) == code, kwargs

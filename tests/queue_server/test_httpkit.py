@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
+import uvloop
 
 from surge.httpkit import SimpleRequest, SimpleResponse, start_simple_server
+
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Runner:
+    """Every test on both event loops: uvloop's transports are not asyncio's classes."""
+    return asyncio.run if request.param == "asyncio" else uvloop.run
 
 
 async def _handler(request: SimpleRequest) -> SimpleResponse:
@@ -35,7 +46,7 @@ async def _read_responses(reader: asyncio.StreamReader, count: int) -> list[tupl
     return responses
 
 
-def test_keepalive_and_pipelining_in_order() -> None:
+def test_keepalive_and_pipelining_in_order(run: Runner) -> None:
     async def main() -> None:
         server, port = await _serve()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -47,10 +58,10 @@ def test_keepalive_and_pipelining_in_order() -> None:
         assert await _read_responses(reader, 1) == [(200, b"GET /again  0")]
         writer.close()
         server.close()
-    asyncio.run(main())
+    run(main())
 
 
-def test_slow_handler_does_not_block_other_connections() -> None:
+def test_slow_handler_does_not_block_other_connections(run: Runner) -> None:
     async def main() -> None:
         server, port = await _serve()
         slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", port)
@@ -65,7 +76,7 @@ def test_slow_handler_does_not_block_other_connections() -> None:
         for w in (slow_writer, writer):
             w.close()
         server.close()
-    asyncio.run(main())
+    run(main())
 
 
 @pytest.mark.parametrize(
@@ -78,7 +89,7 @@ def test_slow_handler_does_not_block_other_connections() -> None:
         (b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n", 500),
     ],
 )
-def test_errors(request_bytes: bytes, status: int) -> None:
+def test_errors(run: Runner, request_bytes: bytes, status: int) -> None:
     async def main() -> None:
         server, port = await _serve(max_body_size=50)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -87,10 +98,10 @@ def test_errors(request_bytes: bytes, status: int) -> None:
         assert got == status
         writer.close()
         server.close()
-    asyncio.run(main())
+    run(main())
 
 
-def test_http10_closes() -> None:
+def test_http10_closes(run: Runner) -> None:
     async def main() -> None:
         server, port = await _serve()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -99,4 +110,4 @@ def test_http10_closes() -> None:
         assert await asyncio.wait_for(reader.read(), 2) == b""
         writer.close()
         server.close()
-    asyncio.run(main())
+    run(main())

@@ -159,10 +159,27 @@ def test_state_document(surge):
     assert all(t["instance"] and t["healthy"] is not None for t in web["targets"])
 
 
+def test_status_command(surge):
+    import subprocess
+
+    table = subprocess.run([sys.executable, "-m", "surge.cli", "status", "--admin", surge.admin],
+                           capture_output=True, text=True, timeout=30,
+                           env={**os.environ, "COLUMNS": "160"})
+    assert table.returncode == 0, table.stderr
+    for expected in ("processes", "web-", "broken-1", "failed", "pools", "active"):
+        assert expected in table.stdout
+    raw = subprocess.run([sys.executable, "-m", "surge.cli", "status", "--admin", surge.admin,
+                          "--json"], capture_output=True, text=True, timeout=30)
+    assert json.loads(raw.stdout)["pools"]["web"]["max"] == 3
+    down = subprocess.run([sys.executable, "-m", "surge.cli", "status", "--admin",
+                           "http://127.0.0.1:1"], capture_output=True, text=True, timeout=30)
+    assert down.returncode == 1 and "cannot read" in down.stderr
+
+
 def test_sighup_applies_pool_size_and_reports_what_needs_restart(surge):
     assert surge.config is not None
     text = surge.config.read_text()
-    changed = text.replace("desired = 1 }", "desired = 2 }").replace(
+    changed = text.replace("max = 3, desired = 1", "max = 3, desired = 2").replace(
         "restart_backoff_base = \"0.2s\"", "restart_backoff_base = \"0.3s\"")
     assert changed != text
     surge.config.write_text(changed)

@@ -99,6 +99,28 @@ def test_liveness_file_and_clean_sigterm(server: str, tmp_path: Path) -> None:
     assert run(counts, server) == (1, 0)  # handed back at once, not after 30 s
 
 
+def test_standalone_forks_processes_and_stops_them(server: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    run(lambda client: create_queue_with_dlq(client), server)
+    config = write_worker_config(tmp_path / "surge.toml", server, data_dir, HANDLERS,
+                                 'wait_time = "1s"\nprocesses = 2')
+    worker = start_worker(config, tmp_path / "worker.log")
+    try:
+        run_dir = data_dir / "run"
+        wait_for(lambda: len(list(run_dir.glob("worker-jobs-*.alive"))) == 2, 20,
+                 "two forked workers")
+        pids = {int(path.stem.rsplit("-", 1)[1]) for path in run_dir.glob("*.alive")}
+        assert worker.pid not in pids
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0
+    finally:
+        stop_process(worker)
+    assert not list(run_dir.glob("*.alive"))
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 def test_kill_9_mid_task_completes_in_another_worker(server: str, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     run(lambda client: create_queue_with_dlq(client, visibility_timeout=2), server)

@@ -112,6 +112,11 @@ class TestRetryPolicy:
         assert isinstance(decision, LeaveForRedrive)
         assert "failed 3 of 3 attempts: boom" in decision.reason
 
+    def test_beyond_the_limit_the_worker_moves_it_itself(self) -> None:
+        decision = self.policy.decide(4, "boom", permanent=False)
+        assert isinstance(decision, DeadLetterNow)
+        assert "not redriven" in decision.reason
+
     def test_permanent_goes_to_the_dead_letter_queue_now(self) -> None:
         assert self.policy.decide(1, "bad", permanent=True) == \
             DeadLetterNow("permanent failure: bad")

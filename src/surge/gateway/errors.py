@@ -61,3 +61,17 @@ class ServiceUnavailable(GatewayHttpError):
     def __init__(self, message: str = "", retry_after: int = 1) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class InvalidPayload(GatewayHttpError):
+    """The request body is not what the route accepts (e.g. not JSON); the body was read
+    whole, so the connection stays usable."""
+
+    http_status = 400
+
+
+class ClientDisconnected(GatewayHttpError):
+    """The client closed the connection before the response was complete."""
+
+    http_status = 499
+    close_connection = True

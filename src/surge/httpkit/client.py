@@ -13,10 +13,12 @@ caller says the request may be repeated (``retry_stale``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -97,8 +99,8 @@ class _ResponseProtocol(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
@@ -172,11 +174,13 @@ class _ResponseProtocol(asyncio.Protocol):
     def _close(self) -> None:
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            with contextlib.suppress(RuntimeError):  # its event loop is already closed
+                self.transport.close()
 
 
 @dataclass
 class _HostPool:
+    slots: asyncio.Semaphore  # at most max_connections_per_host requests at once
     idle: deque[_ResponseProtocol] = field(default_factory=deque)
 
 
@@ -189,6 +193,7 @@ class HttpClient:
         connect_timeout: float = 5.0,
         timeout: float = 30.0,
         max_idle_per_host: int = 64,
+        max_connections_per_host: int = 512,
         idle_timeout: float = 4.0,
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str = "surge",
@@ -196,6 +201,9 @@ class HttpClient:
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self.max_idle_per_host = max_idle_per_host
+        # Beyond this, requests wait (within their timeout) rather than open more sockets:
+        # file descriptors are a hard limit here and on the server.
+        self.max_connections_per_host = max_connections_per_host
         # Idle connections older than this are dropped rather than reused: servers close idle
         # keep-alive connections (commonly after 5 s), and reusing one as it closes loses the
         # request.
@@ -205,6 +213,7 @@ class HttpClient:
         self._pools: dict[Origin, _HostPool] = {}
         self._busy: set[_ResponseProtocol] = set()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def request(
         self,
@@ -218,6 +227,7 @@ class HttpClient:
     ) -> HttpResponse:
         if self._closed:
             raise HttpConnectError("the HTTP client is closed")
+        self._follow_loop()
         origin = Origin.from_url(url)
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -232,6 +242,11 @@ class HttpClient:
 
     async def _send(self, origin: Origin, request: bytes, head_only: bool,
                     may_repeat: bool) -> HttpResponse:
+        async with self._pool(origin).slots:
+            return await self._exchange(origin, request, head_only, may_repeat)
+
+    async def _exchange(self, origin: Origin, request: bytes, head_only: bool,
+                        may_repeat: bool) -> HttpResponse:
         connection, reused = self._take_idle(origin), True
         if connection is None:
             connection, reused = await self._connect(origin), False
@@ -255,10 +270,29 @@ class HttpClient:
         self._release(origin, connection)
         return response
 
-    def _take_idle(self, origin: Origin) -> _ResponseProtocol | None:
+    def _follow_loop(self) -> None:
+        """Connections and semaphores belong to one event loop. A client whose connections
+        were all closed may move to a new loop (one ``asyncio.run`` after another); one that
+        still holds connections refuses, here and only here, instead of failing obscurely
+        inside a dead loop's transport."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        if self._loop is not None and (self._busy or any(p.idle for p in self._pools.values())):
+            raise HttpClientError(
+                "this HttpClient holds connections of another event loop; use one per loop"
+            )
+        self._pools.clear()
+        self._loop = loop
+
+    def _pool(self, origin: Origin) -> _HostPool:
         pool = self._pools.get(origin)
         if pool is None:
-            return None
+            pool = self._pools[origin] = _HostPool(asyncio.Semaphore(self.max_connections_per_host))
+        return pool
+
+    def _take_idle(self, origin: Origin) -> _ResponseProtocol | None:
+        pool = self._pool(origin)
         stale_before = time.monotonic() - self.idle_timeout
         while pool.idle:
             connection = pool.idle.pop()  # most recently used first: least likely closed
@@ -269,7 +303,7 @@ class HttpClient:
         return None
 
     def _release(self, origin: Origin, connection: _ResponseProtocol) -> None:
-        pool = self._pools.setdefault(origin, _HostPool())
+        pool = self._pool(origin)
         if (self._closed or not connection.keep_alive or connection.closed
                 or len(pool.idle) >= self.max_idle_per_host):
             connection.close()

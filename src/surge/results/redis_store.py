@@ -43,7 +43,7 @@ _NO_ERROR = "\x00"  # an error message is any text; this marks "none" in the has
 
 class RedisResultStore:
     def __init__(self, url: str, ttl: float, *, prefix: str = "surge:task:",
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, max_connections: int = 32) -> None:
         try:
             import redis.asyncio as redis_asyncio
         except ImportError as exc:
@@ -54,7 +54,12 @@ class RedisResultStore:
         self.ttl = ttl
         self.prefix = prefix
         self._clock = clock
-        self._redis = redis_asyncio.from_url(url, socket_timeout=10.0, socket_connect_timeout=5.0)
+        # A blocking pool: a burst of writes waits for a connection instead of failing.
+        pool = redis_asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=10.0,
+            socket_timeout=10.0, socket_connect_timeout=5.0,
+        )
+        self._redis = redis_asyncio.Redis.from_pool(pool)
         self._write_script = self._redis.register_script(_WRITE)
 
     async def mark_queued(self, records: list[tuple[str, str]]) -> None:
@@ -63,9 +68,11 @@ class RedisResultStore:
         now = self._clock()
         async with self._redis.pipeline(transaction=False) as pipeline:
             for task_id, task in records:
-                self._write_script(keys=[self.prefix + task_id],
-                                   args=self._arguments(task, "queued", 0, now, None, None),
-                                   client=pipeline)
+                await self._write_script(  # queues the call in the pipeline
+                    keys=[self.prefix + task_id],
+                    args=self._arguments(task, "queued", 0, now, None, None),
+                    client=pipeline,
+                )
             await self._guard(pipeline.execute())
 
     async def mark_running(self, task_id: str, task: str, attempt: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -84,7 +85,7 @@ class Child:
         if self.state not in (ChildState.FAILED, ChildState.STOPPED):
             self.state = ChildState.STOPPING
         if self.process is not None:
-            self.process.signal_group(15)
+            self.process.signal_group(signal.SIGTERM)
         if self._task is None:
             return
         try:
@@ -158,6 +159,9 @@ class Child:
                             argv=list(self.spec.argv), error=str(exc))
             return None
         self.process = process
+        if self._stop_requested.is_set():
+            # stop() ran while this (re)start was under way and signalled the old process.
+            process.signal_group(signal.SIGTERM)
         self.state = ChildState.STARTING
         self.started_at = time.time()
         self._log.event("child_started", child=self.name, pid=process.pid,

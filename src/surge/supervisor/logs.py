@@ -1,22 +1,38 @@
 """The supervisor's one output: JSON lines on standard output, one per event or per line a
-child printed, each tagged with the process name (``{"proc": "gateway-1", "line": …}``)."""
+child printed, each tagged with the process name (``{"proc": "gateway-1", "line": …}``).
+On a terminal the same records are shown as readable, coloured lines instead."""
 
 from __future__ import annotations
 
 import sys
 import time
+import zlib
 from typing import IO, Any
 
 import orjson
+from rich.console import Console
+from rich.markup import escape
+
+_COLOURS = ("cyan", "green", "magenta", "blue", "yellow", "bright_cyan", "bright_green",
+            "bright_magenta", "bright_blue")
+_LEVEL_STYLES = {"warning": "yellow", "error": "bold red"}
 
 
 class LogSink:
-    def __init__(self, stream: IO[bytes] | None = None) -> None:
+    def __init__(self, stream: IO[bytes] | None = None, *, pretty: bool | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
+        if pretty is None:
+            pretty = stream is None and sys.stdout.isatty()
+        self._console = Console(highlight=False, soft_wrap=True) if pretty else None
 
     def child_lines(self, proc: str, stream: str, lines: list[str]) -> None:
         """Lines a child printed, written in one go (a busy gateway's access log is many
         lines per read, and one write per line would make the relay the bottleneck)."""
+        if self._console is not None:
+            colour = _COLOURS[zlib.crc32(proc.encode()) % len(_COLOURS)]
+            for line in lines:
+                self._console.print(f"[{colour}]{proc:>18}[/{colour}] │ {escape(line)}")
+            return
         now = round(time.time(), 3)
         self._write_raw(b"".join(
             orjson.dumps({"ts": now, "proc": proc, "stream": stream, "line": line}) + b"\n"
@@ -24,6 +40,11 @@ class LogSink:
         ))
 
     def event(self, event: str, level: str = "info", **fields: Any) -> None:
+        if self._console is not None:
+            style = _LEVEL_STYLES.get(level, "bold")
+            details = " ".join(f"{key}={value}" for key, value in fields.items())
+            self._console.print(f"[{style}]{'surge':>18} │ {event}[/{style}] {escape(details)}")
+            return
         self._write({"ts": round(time.time(), 3), "proc": "supervisor", "level": level,
                      "event": event, **fields})
 

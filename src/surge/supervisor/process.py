@@ -65,15 +65,49 @@ class ChildProcess:
 
     async def wait(self) -> int:
         """Wait for the exit, then for the output to be fully relayed; the exit code
-        (negative: killed by that signal)."""
+        (negative: killed by that signal).
+
+        asyncio's own ``Process.wait()`` also waits for the pipes to close, which never
+        happens while an orphan of the child (a pre-fork worker) holds them: so the exit is
+        watched through a pidfd, and what is left in the process group is killed at once.
+        """
         assert self._process is not None
-        code = await self._process.wait()
+        await self._exited()
+        self.kill_group()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2):
                 await asyncio.gather(*self._pumps, return_exceptions=True)
         for pump in self._pumps:
             pump.cancel()
-        return code
+        while self._process.returncode is None:  # the child watcher reaps it any moment
+            await asyncio.sleep(0.01)
+        return self._process.returncode
+
+    async def _exited(self) -> None:
+        assert self._process is not None
+        if self._process.returncode is not None:
+            return
+        try:
+            pidfd = os.pidfd_open(self._process.pid)
+        except (OSError, AttributeError):
+            pidfd = None
+        if pidfd is None:
+            while self._process.returncode is None:
+                await asyncio.sleep(0.05)
+            return
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(pidfd, readable)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
 
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the child and everything in its process group."""

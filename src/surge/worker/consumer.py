@@ -2,7 +2,8 @@
 
 One ``Consumer`` drains one queue in one process:
 
-- it receives (long poll, up to 10) only as many messages as it has free slots;
+- it receives (long poll, up to 10) only as many messages as it has free slots, with up to
+  ``MAX_RECEIVERS`` receives on the wire at once when the slots allow several full batches;
 - each message runs in its own asyncio task: decode → admit (duplicate check) → handler →
   settle (batched delete; or ChangeMessageVisibility for a retry; or the dead-letter queue);
 - a heartbeat extends the visibility of messages still in hand at half-time, and the handler
@@ -45,6 +46,7 @@ NONEXISTENT_QUEUE_CODES = frozenset(
 RECEIVE_ERROR_BACKOFF_BASE = 0.5
 RECEIVE_ERROR_BACKOFF_MAX = 10.0
 INFRASTRUCTURE_RETRY_FLOOR = 1
+MAX_RECEIVERS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,7 @@ class Consumer:
         self._deleter = BatchDeleter(client, binding.name)
         self._in_flight: dict[str, InFlight] = {}
         self._stopping = False
-        self._receiver: asyncio.Task[None] | None = None
+        self._receivers: list[asyncio.Task[None]] = []
 
     @property
     def in_flight(self) -> int:
@@ -104,19 +106,28 @@ class Consumer:
         if self._stopping:
             return
         self._stopping = True
-        if self._receiver is not None:
-            self._receiver.cancel()
+        for receiver in self._receivers:
+            receiver.cancel()
+
+    def receiver_count(self) -> int:
+        """Receives kept on the wire at once: one per full batch the free slots can take (up
+        to ``MAX_RECEIVERS``), so a fast queue is not drained one round trip at a time."""
+        return max(1, min(MAX_RECEIVERS, self._options.concurrency // SQS_MAX_BATCH))
 
     async def run(self) -> ShutdownReport:
         heartbeat = asyncio.create_task(self._heartbeat_loop())
-        self._receiver = asyncio.create_task(self._receive_loop())
+        self._receivers = [asyncio.create_task(self._receive_loop())
+                           for _ in range(self.receiver_count())]
         try:
-            await self._receiver
+            await asyncio.gather(*self._receivers)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
         finally:
             self._stopping = True
+            for receiver in self._receivers:
+                receiver.cancel()
+            await asyncio.gather(*self._receivers, return_exceptions=True)
         try:
             return await self._drain()
         finally:

@@ -65,9 +65,10 @@ def liveness_path(settings: Settings, group: str) -> Path:
 
 
 def run_one_process(settings: Settings, group: str) -> int:
-    # The standard loop, not uvloop: httpkit's client asserts its transport is an
-    # asyncio.Transport, which uvloop's TCPTransport is not (surge/httpkit/client.py).
-    return asyncio.run(_serve(settings, group))
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_serve(settings, group))
 
 
 async def _serve(settings: Settings, group: str) -> int:
@@ -138,7 +139,9 @@ def _run_forked(settings: Settings, group: str, processes: int) -> int:
             break
         children.discard(pid)
         code = os.waitstatus_to_exitcode(status)
-        if code != 0 and not stopping:
+        if code == EXIT_CONFIG_ERROR:
+            failed = True  # a restart would fail the same way
+        elif code != 0 and not stopping:
             log.error("worker %s process %d exited with %d; restarting it", group, pid, code)
             time.sleep(CRASH_RESTART_DELAY)
             if not stopping:

@@ -76,6 +76,8 @@ class AwsQueueClient:
         return url
 
     async def get_queue_url(self, name: str) -> str:
+        if name.startswith(("https://", "http://")):
+            return name  # already a queue URL (as SQS consoles and CloudFormation give them)
         url = self._queue_urls.get(name)
         if url is None:
             url = str((await self._call("get_queue_url", {"QueueName": name}))["QueueUrl"])

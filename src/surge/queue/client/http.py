@@ -61,6 +61,8 @@ class HttpQueueClient:
         return url
 
     async def get_queue_url(self, name: str) -> str:
+        if name.startswith(("https://", "http://")):
+            return name  # already a queue URL (as SQS consoles and CloudFormation give them)
         url = self._queue_urls.get(name)
         if url is None:
             url = str((await self._call("GetQueueUrl", {"QueueName": name}))["QueueUrl"])

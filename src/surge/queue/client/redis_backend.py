@@ -182,6 +182,7 @@ class RedisQueueClient:
         region: str = "us-east-1",
         account_id: str = "000000000000",
         socket_timeout: float = 10.0,
+        max_connections: int = 64,
     ) -> None:
         redis_asyncio = _import_redis()
         self.url = url
@@ -189,9 +190,13 @@ class RedisQueueClient:
         self._region = region
         self._account_id = account_id
         self._socket_timeout = socket_timeout
-        self._redis = redis_asyncio.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=5.0
+        # A blocking pool: a burst of calls waits for a connection instead of failing. Each
+        # waiting long poll holds one connection for up to _LONG_POLL_RECHECK seconds.
+        pool = redis_asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=socket_timeout,
+            socket_timeout=socket_timeout, socket_connect_timeout=5.0,
         )
+        self._redis = redis_asyncio.Redis.from_pool(pool)
         self._scripts = {
             name: self._redis.register_script(source)
             for name, source in (("create", _CREATE), ("send", _SEND), ("receive", _RECEIVE),

@@ -362,13 +362,16 @@ class Broker:
     def _standard_candidates(self, queue: QueueState, now: int,
                              max_messages: int) -> list[StoredMessage]:
         queue.promote(now)
-        taken: list[StoredMessage] = []
+        taken: dict[int, StoredMessage] = {}
         while queue.ready and len(taken) < max_messages:
+            # The ready line may hold a message twice (two timers ending at the same
+            # instant) or hold messages that moved on since: skip those.
             seq = queue.ready.popleft()
             message = queue.messages.get(seq)
-            if message is not None and message.life.settle(now) is State.VISIBLE:
-                taken.append(message)
-        return taken
+            if message is not None and seq not in taken \
+                    and message.life.settle(now) is State.VISIBLE:
+                taken[seq] = message
+        return list(taken.values())
 
     @staticmethod
     def _fifo_candidates(queue: QueueState, now: int, max_messages: int) -> list[StoredMessage]:

@@ -1,0 +1,85 @@
+"""Request framing decisions: pure functions over a parsed request head.
+
+httptools (llhttp) already refuses most malformed input; these checks are the gateway's own
+statement of what it accepts, so a lenient parser build or a future change cannot let an
+ambiguous request through to a handler or a backend (request smuggling). Every refusal is
+a ``BadRequest`` (400, connection closed) or ``BodyTooLarge`` (413).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from surge.gateway.errors import BadRequest, BodyTooLarge
+
+# RFC 9110 token characters: what a header name may be made of.
+_TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_DIGITS_RE = re.compile(rb"^[0-9]{1,18}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How the request body is delimited, and what the client asked of the exchange."""
+
+    content_length: int | None  # None: no length given (chunked, or no body)
+    chunked: bool
+    expect_continue: bool
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+def check_header_name(name: bytes) -> None:
+    if not _TOKEN_RE.match(name):
+        raise BadRequest(f"invalid header name {name[:40]!r}")
+
+
+def check_header_value(value: bytes) -> None:
+    # obs-fold and bare CR/LF would let one header hide another.
+    if b"\r" in value or b"\n" in value:
+        raise BadRequest("line folding or a bare CR/LF in a header value is not accepted")
+
+
+def decide_framing(http_version: str, headers: list[tuple[bytes, bytes]],
+                   max_body_size: int) -> Framing:
+    """The body framing of a request whose head was ``headers`` (lower-cased names).
+
+    Refuses: Content-Length together with Transfer-Encoding, more than one Content-Length
+    (even equal ones), a Content-Length that is not plain digits, a Transfer-Encoding other
+    than exactly ``chunked``, Transfer-Encoding on HTTP/1.0, and HTTP/1.1 without Host.
+    """
+    content_lengths: list[bytes] = []
+    transfer_encodings: list[bytes] = []
+    hosts = 0
+    expect_continue = False
+    for name, value in headers:
+        if name == b"content-length":
+            content_lengths.append(value.strip())
+        elif name == b"transfer-encoding":
+            transfer_encodings.append(value.strip().lower())
+        elif name == b"host":
+            hosts += 1
+        elif name == b"expect":
+            expect_continue = value.strip().lower() == b"100-continue"
+    if content_lengths and transfer_encodings:
+        raise BadRequest("Content-Length together with Transfer-Encoding is ambiguous")
+    if len(content_lengths) > 1:
+        raise BadRequest("more than one Content-Length header")
+    if http_version == "1.1" and hosts != 1:
+        raise BadRequest("an HTTP/1.1 request needs exactly one Host header")
+    if transfer_encodings:
+        if http_version != "1.1":
+            raise BadRequest("Transfer-Encoding is not allowed in an HTTP/1.0 request")
+        if transfer_encodings != [b"chunked"]:
+            raise BadRequest("only 'Transfer-Encoding: chunked' is accepted")
+        return Framing(None, True, expect_continue)
+    if content_lengths:
+        if not _DIGITS_RE.match(content_lengths[0]):
+            raise BadRequest(f"invalid Content-Length {content_lengths[0][:40]!r}")
+        length = int(content_lengths[0])
+        if length > max_body_size:
+            raise BodyTooLarge(f"body of {length} bytes is over the limit of {max_body_size}")
+        return Framing(length, False, expect_continue)
+    return Framing(None, False, expect_continue)

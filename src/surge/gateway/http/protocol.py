@@ -1,0 +1,520 @@
+"""One HTTP/1.1 connection: an ``asyncio.Protocol`` fed to an httptools request parser.
+
+Requests are parsed as they arrive; each becomes an ``Exchange`` (request, body stream,
+response stream, handler). Exchanges are answered one at a time in arrival order
+(pipelining), and reading pauses while a later request waits, so a client that pipelines
+without reading holds bounded memory. Deadlines are a field per connection checked by the
+server's periodic sweep (``ConnectionHost.sweep``), not a timer per request.
+
+Refused requests (bad framing → 400, head too large → 431, body too large → 413, slow
+client → 408) become an exchange answered with the error in its turn, after which the
+connection closes; they never reach a handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from typing import Protocol, cast
+from urllib.parse import unquote
+
+import httptools
+
+from surge.gateway.errors import (
+    BadRequest,
+    BodyTooLarge,
+    ClientDisconnected,
+    GatewayHttpError,
+    HeadersTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+)
+from surge.gateway.exchange import Request, RouteHandler
+from surge.gateway.http.body import StreamingBody
+from surge.gateway.http.framing import check_header_name, check_header_value, decide_framing
+from surge.gateway.http.limits import Limits
+from surge.gateway.http.responses import CONTINUE_100, reason_phrase, simple_response
+from surge.gateway.http.state import Event, Expiry, ReadState, expiry_for, next_state
+from surge.gateway.http.writer import ResponseStream
+
+log = logging.getLogger(__name__)
+
+HEALTH_PATH = b"/health"
+
+
+class ConnectionHost(Protocol):
+    """What every connection of a process shares (implemented by ``GatewayServer``)."""
+
+    limits: Limits
+    date_header: bytes
+    health_fast_path: bool
+    server_port: int
+
+    def route(self, method: str, path: str) -> RouteHandler: ...
+
+    def log_access(self, exchange: Exchange, connection: HttpConnection) -> None: ...
+
+    def register(self, connection: HttpConnection) -> bool:
+        """False when the process is at its connection cap (or shutting down)."""
+        ...
+
+    def unregister(self, connection: HttpConnection) -> None: ...
+
+
+class Exchange:
+    """One request and its response."""
+
+    __slots__ = ("body", "error", "handler", "method", "path", "request", "response",
+                 "started_at")
+
+    def __init__(self, method: str, path: str, request: Request | None,
+                 body: StreamingBody, response: ResponseStream,
+                 handler: RouteHandler | None, error: GatewayHttpError | None) -> None:
+        self.method = method
+        self.path = path
+        self.request = request
+        self.body = body
+        self.response = response
+        self.handler = handler
+        self.error = error
+        self.started_at = time.monotonic()
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, host: ConnectionHost) -> None:
+        self.host = host
+        self.limits = host.limits
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.state = ReadState.IDLE
+        self.deadline = 0.0  # loop time; 0: none
+        self.client: tuple[str, int] = ("", 0)
+        self.pending: deque[Exchange] = deque()  # parsed, waiting their turn
+        self.active: Exchange | None = None  # being answered
+        self.task: asyncio.Future[None] | None = None  # the active exchange's handler
+        self.reading: Exchange | None = None  # whose body the parser is feeding
+        self.keep_alive = True  # false once a request or error ends the connection
+        self.closed = False
+        self.registered = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._head_raw = 0
+        self._completed_in_feed = 0
+        self._body_paused = False
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._error: GatewayHttpError | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        if not self.host.register(self):
+            # Over the cap: say so at once rather than hold a socket we cannot serve.
+            transport.write(simple_response(503, b"Service Unavailable\n", self.host.date_header,
+                                            close=True, extra=b"retry-after: 1\r\n"))
+            transport.close()
+            self.closed = True
+            self.state = ReadState.DONE
+            return
+        self.registered = True
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client = (peer[0], peer[1])
+        self.deadline = time.monotonic() + self.limits.header_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.registered:
+            return
+        self.registered = False
+        self.closed = True
+        self.host.unregister(self)
+        self.state = next_state(self.state, Event.STOP)
+        gone = ClientDisconnected("the client closed the connection")
+        for exchange in (self.reading, self.active, *self.pending):
+            if exchange is not None:
+                exchange.body.fail(gone)
+        self._wake_drain(gone)
+        self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is ReadState.DONE:
+            return
+        was_head = self.state is ReadState.HEAD
+        self._completed_in_feed = 0
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(BadRequest("protocol upgrades are not supported"))
+            return
+        except httptools.HttpParserError as exc:
+            self._refuse(self._error or BadRequest(f"malformed request: {exc}"))
+            return
+        if self._error is not None:
+            self._refuse(self._error)
+            return
+        if self.state is ReadState.HEAD and (was_head or not self._completed_in_feed):
+            # httptools holds partial header lines itself, out of our callbacks' sight:
+            # bound the raw bytes of a head still incomplete. (When a request completed in
+            # this chunk, where the next head began is unknown; the callbacks count it.)
+            self._head_raw += len(data)
+            if self._head_raw > self.limits.max_header_size:
+                self._refuse(HeadersTooLarge())
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain(None)
+
+    def eof_received(self) -> bool | None:
+        if self.state is ReadState.HEAD or self.state is ReadState.BODY:
+            self._refuse(BadRequest("the client closed the connection mid-request"))
+        self.keep_alive = False
+        # True: keep the transport to finish answering, then close; False: close now.
+        return self.active is not None or bool(self.pending)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.state = next_state(self.state, Event.MESSAGE_BEGIN)
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._head_raw = 0
+        self.deadline = time.monotonic() + self.limits.header_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > self.limits.max_header_size:
+            self._error = HeadersTooLarge()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.limits.max_header_size:
+            self._error = HeadersTooLarge()
+            return
+        try:
+            check_header_name(name)
+            check_header_value(value)
+        except BadRequest as exc:
+            self._error = exc
+            return
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        if self._error is not None:
+            raise self._error  # stops the parser; data_received answers it
+        try:
+            self._dispatch_head()
+        except GatewayHttpError as exc:
+            self._error = exc
+            raise
+
+    def _dispatch_head(self) -> None:
+        self.state = next_state(self.state, Event.HEADERS_COMPLETE)
+        self.deadline = time.monotonic() + self.limits.body_timeout
+        parser = self.parser
+        method = parser.get_method().decode("ascii", "replace")
+        http_version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
+        framing = decide_framing(http_version, self._headers, self.limits.max_body_size)
+        url = self._url
+        if self.host.health_fast_path and url == HEALTH_PATH and not framing.has_body \
+                and method in ("GET", "HEAD"):
+            path, query = "/health", ""
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise BadRequest(f"invalid request target {url[:100]!r}") from None
+            path = unquote(parsed.path.decode("latin-1")) if parsed.path else "/"
+            query = parsed.query.decode("latin-1") if parsed.query else ""
+            if "\x00" in path:
+                raise BadRequest("NUL in the request path")
+        if framing.has_body:
+            body = StreamingBody(framing.content_length, self, framing.expect_continue)
+        else:
+            body = StreamingBody.empty()
+        response = ResponseStream(self, http11=http_version == "1.1", head_only=method == "HEAD",
+                                  keep_alive=keep_alive and self.keep_alive, body=body)
+        request = Request(
+            method=method, target=url.decode("latin-1"), path=path, query=query,
+            http_version=http_version, headers=self._headers, body=body,
+            client_host=self.client[0], client_port=self.client[1],
+            server_port=self.host.server_port, keep_alive=keep_alive,
+        )
+        handler = self.host.route(method, path)
+        exchange = Exchange(method, path, request, body, response, handler, None)
+        self.reading = exchange
+        self._enqueue(exchange)
+
+    def on_body(self, data: bytes) -> None:
+        exchange = self.reading
+        if exchange is None:
+            return
+        self.deadline = time.monotonic() + self.limits.body_timeout
+        if exchange.body.received + len(data) > self.limits.max_body_size:
+            self._error = BodyTooLarge(f"body is over the limit of {self.limits.max_body_size}")
+            exchange.body.fail(self._error)
+            raise self._error
+        exchange.body.feed(data)
+
+    def on_message_complete(self) -> None:
+        self.state = next_state(self.state, Event.MESSAGE_COMPLETE)
+        self._completed_in_feed += 1
+        exchange = self.reading
+        self.reading = None
+        if exchange is not None:
+            exchange.body.finish()
+        if exchange is None or not exchange.response.keep_alive or not self.keep_alive:
+            self.state = next_state(self.state, Event.STOP)
+            self._update_reading()
+        self.deadline = 0.0 if self.active is not None else \
+            time.monotonic() + self.limits.keepalive_timeout
+
+    # exchanges, in order
+
+    def _enqueue(self, exchange: Exchange) -> None:
+        if self.active is None and not self.pending:
+            if self._start(exchange):
+                self._after_exchange(exchange)
+        else:
+            self.pending.append(exchange)
+            self._update_reading()
+
+    def _start(self, exchange: Exchange) -> bool:
+        """Begin answering ``exchange``; True when it was answered synchronously."""
+        if exchange.error is None and exchange.path == "/health" and self.host.health_fast_path \
+                and exchange.body.complete and exchange.method in ("GET", "HEAD"):
+            self._answer_health(exchange)
+            return True
+        self.active = exchange
+        self.task = asyncio.ensure_future(self._run(exchange))
+        return False
+
+    def _answer_health(self, exchange: Exchange) -> None:
+        """/health without a task: the benchmark path, answered in the parser callback."""
+        response = exchange.response
+        self.write(simple_response(200, b"OK", self.host.date_header,
+                                   close=not response.keep_alive, head_only=response.head_only))
+        response.started = response.sent = response.ended = True
+        response.status = 200
+        response.body_bytes = 2
+
+    async def _run(self, exchange: Exchange) -> None:
+        response = exchange.response
+        try:
+            if exchange.error is not None:
+                raise exchange.error
+            assert exchange.handler is not None and exchange.request is not None
+            await exchange.handler.handle(exchange.request, response)
+            if not response.started:
+                raise RuntimeError("the handler returned without a response")
+            await response.end()
+        except GatewayHttpError as exc:
+            self._answer_error(exchange, exc)
+        except asyncio.CancelledError:
+            self.abort()
+            raise
+        except Exception:
+            log.exception("handler failed on %s %s", exchange.method, exchange.path)
+            self._answer_error(exchange, None)
+        self._finished(exchange)
+
+    def _answer_error(self, exchange: Exchange, exc: GatewayHttpError | None) -> None:
+        response = exchange.response
+        # A started response whose head is still held back can yet become the error.
+        if response.sent or self.closed or isinstance(exc, ClientDisconnected):
+            if not response.ended:
+                response.keep_alive = False  # cut short: the client cannot trust the framing
+            return
+        status = exc.http_status if exc is not None else 500
+        if exc is None or exc.close_connection or not exchange.body.complete:
+            response.keep_alive = False
+        extra = b""
+        if isinstance(exc, ServiceUnavailable):
+            extra = b"retry-after: %d\r\n" % exc.retry_after
+        message = str(exc) if exc is not None and status < 500 else ""
+        body = f"{reason_phrase(status).decode()}{': ' + message if message else ''}\n".encode()
+        self.write(simple_response(status, body, self.host.date_header,
+                                   close=not response.keep_alive, extra=extra,
+                                   head_only=response.head_only))
+        response.started = response.sent = response.ended = True
+        response.status = status
+        response.body_bytes = len(body)
+
+    def _finished(self, exchange: Exchange) -> None:
+        self.active = None
+        self._after_exchange(exchange)
+
+    def _after_exchange(self, exchange: Exchange) -> None:
+        """Log ``exchange``, then start the next one in line (answering synchronous ones in a
+        loop, not by recursion), or close, or wait for the next request."""
+        while True:
+            self.host.log_access(exchange, self)
+            # An unread body leaves the framing unknown: close rather than guess.
+            if not exchange.body.complete or not exchange.response.keep_alive or self.closed:
+                self._close()
+                return
+            if not self.pending:
+                if not self.keep_alive:
+                    self._close()
+                    return
+                break
+            exchange = self.pending.popleft()
+            if not self._start(exchange):
+                break
+        if self.active is None and self.state is ReadState.IDLE:
+            self.deadline = time.monotonic() + self.limits.keepalive_timeout
+        self._update_reading()
+
+    def _refuse(self, error: GatewayHttpError) -> None:
+        """Stop reading; answer ``error`` in turn, then close."""
+        self._error = error
+        self.keep_alive = False
+        exchange = self.reading
+        self.reading = None
+        self.state = next_state(self.state, Event.STOP)
+        if exchange is not None and not exchange.body.complete:
+            exchange.body.fail(error)  # its handler sees the error; nothing more is read
+            if exchange is not self.active and exchange in self.pending:
+                exchange.error = error
+        else:
+            response = ResponseStream(self, http11=True, head_only=False, keep_alive=False)
+            self._enqueue(Exchange("-", "-", None, StreamingBody.empty(), response, None, error))
+        self._update_reading()
+
+    # flow control (used by StreamingBody and ResponseStream)
+
+    def pause_body(self) -> None:
+        self._body_paused = True
+        self._update_reading()
+
+    def resume_body(self) -> None:
+        self._body_paused = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        pause = self._body_paused or bool(self.pending) or self.state is ReadState.DONE
+        if pause and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        elif not pause and self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def send_continue(self) -> None:
+        if self.active is not None and self.active is self.reading \
+                and not self.active.response.sent:
+            self.write(CONTINUE_100)
+
+    @property
+    def date_header(self) -> bytes:
+        return self.host.date_header
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise ClientDisconnected("the client closed the connection")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ClientDisconnected("the client closed the connection")
+        if not self._write_paused:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def _wake_drain(self, exc: BaseException | None) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
+                    waiter.exception()  # retrieved: a handler may be gone already
+
+    async def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """Zero-copy while the socket keeps up (os.sendfile on an empty write buffer);
+        when it would block, one chunk goes through the transport and we wait for it to
+        drain completely before trying sendfile again (uvloop has no loop.sendfile)."""
+        transport = self.transport
+        if transport is None or self.closed:
+            raise ClientDisconnected("the client closed the connection")
+        socket_fd = transport.get_extra_info("socket").fileno()
+        low, high = transport.get_write_buffer_limits()
+        transport.set_write_buffer_limits(high=64 * 1024, low=0)
+        try:
+            while count > 0:
+                if self.closed:
+                    raise ClientDisconnected("the client closed the connection")
+                if transport.get_write_buffer_size() == 0:
+                    try:
+                        sent = os.sendfile(socket_fd, fd, offset, count)
+                    except BlockingIOError:
+                        sent = -1
+                    if sent == 0:
+                        raise ClientDisconnected("file shrank while being sent")
+                    if sent > 0:
+                        offset += sent
+                        count -= sent
+                        continue
+                data = os.pread(fd, min(count, 256 * 1024), offset)
+                if not data:
+                    raise ClientDisconnected("file shrank while being sent")
+                self.write(data)
+                offset += len(data)
+                count -= len(data)
+                await self.drain()
+        finally:
+            if not self.closed:
+                transport.set_write_buffer_limits(high=high, low=low)
+
+    # deadlines and shutdown
+
+    def expire(self, now: float) -> None:
+        """Called by the sweep when ``deadline`` has passed."""
+        if self.state is ReadState.DONE and self.active is None:
+            self.abort()  # refused, and the client does not even read the answer
+            return
+        expiry = expiry_for(self.state, self.active is not None,
+                            self._reading_paused and self.state is ReadState.BODY)
+        if expiry is Expiry.NONE:
+            self.deadline = 0.0
+        elif expiry is Expiry.CLOSE_IDLE:
+            self._close()
+        else:
+            self._refuse(RequestTimeout("the client was too slow sending the request"))
+            self.deadline = now + 5.0  # a client that never reads the 408 is cut then
+
+    def close_if_idle(self) -> bool:
+        """For shutdown: close now when nothing is being answered; True if closed."""
+        self.keep_alive = False
+        if self.active is None and not self.pending and self.state is not ReadState.BODY:
+            self._close()
+            return True
+        return False
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+

@@ -1,0 +1,116 @@
+"""What the connections of one gateway process share: limits, routes, the connection cap,
+the cached Date header, the access log, and the periodic deadline sweep.
+
+The sweep replaces a timer per request: every ``Limits.sweep_interval`` it walks the
+connections with a deadline and expires the overdue ones, and refreshes the Date header.
+At 50,000 connections that is one pass of attribute reads per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+
+from surge.gateway.exchange import RouteHandler
+from surge.gateway.http.accesslog import AccessLog, now_field
+from surge.gateway.http.limits import Limits
+from surge.gateway.http.protocol import Exchange, HttpConnection
+from surge.gateway.http.responses import DateCache
+
+Router = Callable[[str, str], RouteHandler]
+
+
+class GatewayServer:
+    def __init__(self, limits: Limits, router: Router, access_log: AccessLog) -> None:
+        self.limits = limits
+        self._router = router
+        self.access_log = access_log
+        self.health_fast_path = not access_log.wants("/health")
+        self.connections: set[HttpConnection] = set()
+        self.rejected_connections = 0
+        self.accepting = True
+        self._date = DateCache()
+        self.date_header = self._date.header
+        self.server_port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # ConnectionHost
+
+    def route(self, method: str, path: str) -> RouteHandler:
+        return self._router(method, path)
+
+    def register(self, connection: HttpConnection) -> bool:
+        if not self.accepting or len(self.connections) >= self.limits.max_connections:
+            self.rejected_connections += 1
+            return False
+        self.connections.add(connection)
+        return True
+
+    def unregister(self, connection: HttpConnection) -> None:
+        self.connections.discard(connection)
+
+    def log_access(self, exchange: Exchange, connection: HttpConnection) -> None:
+        if not self.access_log.wants(exchange.path):
+            return
+        response = exchange.response
+        fields: dict[str, object] = {
+            "time": now_field(),
+            "client": connection.client[0],
+            "method": exchange.method,
+            "path": exchange.path,
+            "status": response.status,
+            "bytes": response.body_bytes,
+            "duration": round(time.monotonic() - exchange.started_at, 6),
+        }
+        fields.update(response.log_fields)
+        self.access_log.record(fields)
+
+    # lifecycle
+
+    async def start(self, sock: socket.socket, backlog: int = 4096) -> None:
+        loop = asyncio.get_running_loop()
+        self.server_port = sock.getsockname()[1]
+        self._server = await loop.create_server(
+            lambda: HttpConnection(self), sock=sock, backlog=backlog)
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        interval = self.limits.sweep_interval
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep(time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        if self._date.refresh():
+            self.date_header = self._date.header
+        overdue = [c for c in self.connections if 0.0 < c.deadline <= now]
+        for connection in overdue:
+            connection.expire(now)
+        self.access_log.flush()
+
+    async def shutdown(self, timeout: float) -> int:
+        """Stop accepting, close idle connections, let in-flight requests finish for up to
+        ``timeout`` seconds, then cut what is left. Returns how many were cut."""
+        self.accepting = False
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            for connection in list(self.connections):
+                connection.close_if_idle()
+            if not self.connections or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        cut = len(self.connections)
+        for connection in list(self.connections):
+            connection.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        self.access_log.close()
+        return cut

@@ -1,0 +1,2 @@
+"""The gateway's own routes (health, tasks, static, enqueue) and the router choosing among
+them and the proxy."""

@@ -1,0 +1,125 @@
+"""The enqueue route: a JSON body becomes a task message on a queue; 202 + task id.
+
+The 202 is sent only after the queue acknowledged the message (``BatchingSender`` packs
+concurrent sends into batches). If the queue is unreachable or slower than
+``SEND_DEADLINE``, the client gets 503 + Retry-After: the work was not stored, and saying
+otherwise would lose it. The ``queued`` record in the result store is written after that
+decision, batched and best effort (a worker's record supersedes it anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Protocol
+
+import orjson
+
+from surge.config.settings import EnqueueRoute
+from surge.errors import QueueError, QueueUnavailable
+from surge.gateway.errors import BodyTooLarge, InvalidPayload, ServiceUnavailable
+from surge.gateway.exchange import Request, ResponseWriter
+from surge.gateway.routes.replies import send_json
+from surge.queue.interface import OutgoingMessage, SendResult
+from surge.results.interface import ResultStore
+
+log = logging.getLogger(__name__)
+
+SEND_DEADLINE = 5.0  # seconds a client waits for the queue before 503
+RETRY_AFTER = 2
+
+
+class MessageSender(Protocol):
+    """``BatchingSender`` or a ``QueueClient``."""
+
+    async def send(self, queue: str, message: OutgoingMessage) -> SendResult: ...
+
+
+def parse_payload(body: bytes) -> Any:
+    """The JSON value of ``body``; ``InvalidPayload`` says where and why it is not JSON."""
+    if not body.strip():
+        raise InvalidPayload("the request body is empty; expected a JSON document")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidPayload(f"the request body is not valid JSON: {exc}") from None
+
+
+def build_envelope(task: str, payload: Any, timestamp: float, task_id: str) -> dict[str, Any]:
+    return {"task": task, "payload": payload, "timestamp": timestamp, "id": task_id}
+
+
+class QueuedRecorder:
+    """Collects (task_id, task) pairs and writes them with one ``mark_queued`` per loop
+    iteration. Failures are logged and dropped: the task itself is already stored."""
+
+    def __init__(self, store: ResultStore | None) -> None:
+        self.store = store
+        self._pending: list[tuple[str, str]] = []
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def record(self, task_id: str, task: str) -> None:
+        if self.store is None:
+            return
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append((task_id, task))
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch and self.store is not None:
+            write = asyncio.ensure_future(self._write(self.store, batch))
+            self._writes.add(write)
+            write.add_done_callback(self._writes.discard)
+
+    @staticmethod
+    async def _write(store: ResultStore, batch: list[tuple[str, str]]) -> None:
+        try:
+            await store.mark_queued(batch)
+        except Exception as exc:
+            log.warning("could not record %d queued tasks: %s", len(batch), exc)
+
+    async def close(self) -> None:
+        self._flush()
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+class EnqueueHandler:
+    def __init__(self, route: EnqueueRoute, sender: MessageSender, recorder: QueuedRecorder,
+                 send_deadline: float = SEND_DEADLINE) -> None:
+        self.queue = route.queue
+        self.task = route.task
+        self.max_body_size = route.max_body_size
+        self.sender = sender
+        self.recorder = recorder
+        self.send_deadline = send_deadline
+
+    async def handle(self, request: Request, response: ResponseWriter) -> None:
+        body = await request.body.read_all(self.max_body_size)
+        payload = parse_payload(body)
+        task_id = str(uuid.uuid4())
+        envelope = build_envelope(self.task, payload, time.time(), task_id)
+        message = OutgoingMessage(body=orjson.dumps(envelope).decode())
+        try:
+            async with asyncio.timeout(self.send_deadline):
+                await self.sender.send(self.queue, message)
+        except TimeoutError:
+            raise ServiceUnavailable("the queue did not acknowledge in time",
+                                     RETRY_AFTER) from None
+        except QueueUnavailable as exc:
+            raise ServiceUnavailable(f"the queue is unavailable: {exc}", RETRY_AFTER) from exc
+        except QueueError as exc:
+            if exc.code in ("InvalidMessageContents", "MessageTooLong",
+                            "InvalidParameterValue"):
+                if exc.code == "MessageTooLong":
+                    raise BodyTooLarge(f"the queue refused the message: {exc}") from exc
+                raise InvalidPayload(f"the queue refused the message: {exc}") from exc
+            raise ServiceUnavailable(f"the queue refused the message: {exc}",
+                                     RETRY_AFTER) from exc
+        self.recorder.record(task_id, self.task)
+        response.set_log_fields(task_id=task_id)
+        await send_json(response, 202, {"id": task_id, "status": "queued"},
+                        [(b"location", f"/tasks/{task_id}".encode())])

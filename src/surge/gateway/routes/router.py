@@ -1,0 +1,66 @@
+"""First match wins, by method and path prefix (``RouteSettings``).
+
+A prefix matches a whole path segment: ``/images`` matches ``/images`` and ``/images/1``
+but not ``/imagesx``; a prefix ending in ``/`` matches everything under it. A path that
+matches only with another method gets 405 with ``Allow``; nothing at all gets 404.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from surge.gateway.exchange import Request, ResponseWriter, RouteHandler
+from surge.gateway.routes.replies import send_text
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    prefix: str
+    methods: frozenset[str]  # empty: any method
+    handler: RouteHandler
+    exact: bool = False  # the path must equal the prefix (built-ins like /health)
+
+    def path_matches(self, path: str) -> bool:
+        prefix = self.prefix
+        if self.exact:
+            return path == prefix
+        if not path.startswith(prefix):
+            return False
+        return len(path) == len(prefix) or prefix.endswith("/") or path[len(prefix)] == "/"
+
+    def method_matches(self, method: str) -> bool:
+        return not self.methods or method in self.methods or (
+            method == "HEAD" and "GET" in self.methods)
+
+
+class NotFoundHandler:
+    async def handle(self, request: Request, response: ResponseWriter) -> None:
+        await send_text(response, 404, "Not Found\n")
+
+
+class MethodNotAllowedHandler:
+    def __init__(self, allowed: list[str]) -> None:
+        self.allow = ", ".join(allowed).encode()
+
+    async def handle(self, request: Request, response: ResponseWriter) -> None:
+        await send_text(response, 405, "Method Not Allowed\n", [(b"allow", self.allow)])
+
+
+class Router:
+    def __init__(self, entries: list[RouteEntry]) -> None:
+        self.entries = entries
+        self._not_found = NotFoundHandler()
+
+    def __call__(self, method: str, path: str) -> RouteHandler:
+        return self.match(method, path)
+
+    def match(self, method: str, path: str) -> RouteHandler:
+        allowed: list[str] = []
+        for entry in self.entries:
+            if entry.path_matches(path):
+                if entry.method_matches(method):
+                    return entry.handler
+                allowed.extend(m for m in sorted(entry.methods) if m not in allowed)
+        if allowed:
+            return MethodNotAllowedHandler(allowed)
+        return self._not_found

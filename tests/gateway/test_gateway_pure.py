@@ -1,0 +1,327 @@
+"""The gateway's pure parts, without sockets: framing, states, router, static paths,
+conditional requests, envelopes, the process plan, the response and body streams."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from surge.gateway.errors import BadRequest, BodyTooLarge, InvalidPayload
+from surge.gateway.http.body import StreamingBody
+from surge.gateway.http.framing import check_header_name, check_header_value, decide_framing
+from surge.gateway.http.limits import BODY_HIGH_WATER, Limits
+from surge.gateway.http.state import (
+    Event,
+    Expiry,
+    IllegalTransition,
+    ReadState,
+    expiry_for,
+    next_state,
+)
+from surge.gateway.http.writer import ResponseStream
+from surge.gateway.process import plan_processes
+from surge.gateway.routes.enqueue import build_envelope, parse_payload
+from surge.gateway.routes.router import MethodNotAllowedHandler, NotFoundHandler, RouteEntry, Router
+from surge.gateway.routes.static import (
+    FileValidators,
+    is_not_modified,
+    resolve_static_path,
+)
+
+HOST = (b"host", b"x")
+
+
+# framing
+
+
+def test_plain_content_length() -> None:
+    framing = decide_framing("1.1", [HOST, (b"content-length", b"12")], 100)
+    assert framing.content_length == 12 and not framing.chunked and framing.has_body
+
+
+def test_chunked() -> None:
+    framing = decide_framing("1.1", [HOST, (b"transfer-encoding", b"chunked")], 100)
+    assert framing.chunked and framing.content_length is None
+
+
+@pytest.mark.parametrize("headers", [
+    [HOST, (b"content-length", b"3"), (b"transfer-encoding", b"chunked")],
+    [HOST, (b"content-length", b"3"), (b"content-length", b"3")],
+    [HOST, (b"content-length", b"-1")],
+    [HOST, (b"content-length", b"1,1")],
+    [HOST, (b"content-length", b"0x10")],
+    [HOST, (b"transfer-encoding", b"gzip, chunked")],
+    [HOST, (b"transfer-encoding", b"chunked"), (b"transfer-encoding", b"chunked")],
+    [],  # HTTP/1.1 without Host
+    [HOST, HOST],
+])
+def test_ambiguous_framing_is_refused(headers: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(BadRequest):
+        decide_framing("1.1", headers, 100)
+
+
+def test_transfer_encoding_on_http10_is_refused() -> None:
+    with pytest.raises(BadRequest):
+        decide_framing("1.0", [(b"transfer-encoding", b"chunked")], 100)
+
+
+def test_declared_length_over_the_limit_is_413() -> None:
+    with pytest.raises(BodyTooLarge):
+        decide_framing("1.1", [HOST, (b"content-length", b"101")], 100)
+
+
+def test_expect_continue() -> None:
+    assert decide_framing("1.1", [HOST, (b"expect", b"100-Continue")], 10).expect_continue
+
+
+@pytest.mark.parametrize("name", [b"x y", b"x:y", b"", b"caf\xc3\xa9", b"a\tb"])
+def test_bad_header_names(name: bytes) -> None:
+    with pytest.raises(BadRequest):
+        check_header_name(name)
+
+
+def test_good_header_name_and_folded_value() -> None:
+    check_header_name(b"X-Forwarded-For")
+    with pytest.raises(BadRequest):
+        check_header_value(b"a\r\n b")
+
+
+# connection states
+
+
+def test_state_cycle_and_illegal_moves() -> None:
+    state = ReadState.IDLE
+    for event, expected in [(Event.MESSAGE_BEGIN, ReadState.HEAD),
+                            (Event.HEADERS_COMPLETE, ReadState.BODY),
+                            (Event.MESSAGE_COMPLETE, ReadState.IDLE),
+                            (Event.STOP, ReadState.DONE)]:
+        state = next_state(state, event)
+        assert state is expected
+    with pytest.raises(IllegalTransition):
+        next_state(ReadState.IDLE, Event.HEADERS_COMPLETE)
+    with pytest.raises(IllegalTransition):
+        next_state(ReadState.DONE, Event.MESSAGE_BEGIN)
+
+
+def test_which_deadline_applies() -> None:
+    assert expiry_for(ReadState.HEAD, True, False) is Expiry.REQUEST_TIMEOUT
+    assert expiry_for(ReadState.BODY, True, False) is Expiry.REQUEST_TIMEOUT
+    assert expiry_for(ReadState.BODY, True, True) is Expiry.NONE  # our backpressure
+    assert expiry_for(ReadState.IDLE, False, False) is Expiry.CLOSE_IDLE
+    assert expiry_for(ReadState.IDLE, True, False) is Expiry.NONE  # waiting on a handler
+
+
+def test_sweep_interval_follows_shortest_timeout() -> None:
+    assert Limits(header_timeout=0.4).sweep_interval == pytest.approx(0.1)
+    assert Limits().sweep_interval == 1.0
+    assert Limits(header_timeout=0.01).sweep_interval == 0.05
+
+
+# router
+
+
+class Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def handle(self, request: object, response: object) -> None:
+        raise AssertionError("not called")
+
+
+def test_router_first_match_by_method_and_prefix() -> None:
+    images, static, rest = Marker("images"), Marker("static"), Marker("rest")
+    router = Router([
+        RouteEntry("/images", frozenset({"POST"}), images),
+        RouteEntry("/static/", frozenset(), static),
+        RouteEntry("/", frozenset(), rest),
+    ])
+    assert router.match("POST", "/images") is images
+    assert router.match("POST", "/images/1") is images
+    assert router.match("POST", "/imagesx") is rest  # prefixes match whole segments
+    assert router.match("GET", "/images") is rest  # method mismatch: next route
+    assert router.match("GET", "/static/a.css") is static
+    assert router.match("GET", "/anything") is rest
+
+
+def test_router_404_and_405() -> None:
+    router = Router([RouteEntry("/jobs", frozenset({"POST"}), Marker("jobs"))])
+    assert isinstance(router.match("GET", "/other"), NotFoundHandler)
+    not_allowed = router.match("GET", "/jobs/1")
+    assert isinstance(not_allowed, MethodNotAllowedHandler) and not_allowed.allow == b"POST"
+
+
+def test_exact_route_and_head_follows_get() -> None:
+    health = Marker("health")
+    router = Router([RouteEntry("/health", frozenset({"GET"}), health, exact=True)])
+    assert router.match("HEAD", "/health") is health
+    assert isinstance(router.match("GET", "/health/x"), NotFoundHandler)
+
+
+# static paths
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("a")
+    (root / "sub" / "index.html").write_text("<p>")
+    (tmp_path / "secret.txt").write_text("secret")
+    os.symlink(tmp_path / "secret.txt", root / "leak.txt")
+    os.symlink(root / "a.txt", root / "inside-link.txt")
+    return root
+
+
+def test_static_resolution(site: Path) -> None:
+    root = str(site.resolve())
+    assert resolve_static_path(root, "/a.txt", "index.html") == f"{root}/a.txt"
+    assert resolve_static_path(root, "/sub/", "index.html") == f"{root}/sub/index.html"
+    assert resolve_static_path(root, "/sub", None) is None
+    assert resolve_static_path(root, "/inside-link.txt", None) == f"{root}/a.txt"
+    assert resolve_static_path(root, "/missing", None) is None
+
+
+@pytest.mark.parametrize("relative", ["/../secret.txt", "/sub/../../secret.txt",
+                                      "/leak.txt", "/..", "/a.txt\x00", "/..\\secret.txt"])
+def test_static_traversal_is_not_found(site: Path, relative: str) -> None:
+    assert resolve_static_path(str(site.resolve()), relative, "index.html") is None
+
+
+def test_conditional_requests(site: Path) -> None:
+    validators = FileValidators.of(os.stat(site / "a.txt"))
+    assert is_not_modified([(b"if-none-match", validators.etag)], validators)
+    assert is_not_modified([(b"if-none-match", b'"x", W/' + validators.etag)], validators)
+    assert not is_not_modified([(b"if-none-match", b'"other"')], validators)
+    # If-None-Match wins over If-Modified-Since.
+    assert not is_not_modified([(b"if-none-match", b'"other"'),
+                                (b"if-modified-since", validators.last_modified)], validators)
+    assert is_not_modified([(b"if-modified-since", validators.last_modified)], validators)
+    assert not is_not_modified([(b"if-modified-since", b"Thu, 01 Jan 1970 00:00:00 GMT")],
+                               validators)
+    assert not is_not_modified([(b"if-modified-since", b"garbage")], validators)
+
+
+# enqueue envelope
+
+
+def test_envelope() -> None:
+    assert build_envelope("resize", {"w": 1}, 12.5, "id-1") == {
+        "task": "resize", "payload": {"w": 1}, "timestamp": 12.5, "id": "id-1"}
+    assert parse_payload(b' [1, "x"] ') == [1, "x"]
+
+
+@pytest.mark.parametrize("body, fragment", [
+    (b"", "empty"), (b'{"a": ', "line 1 column"), (b"{'a': 1}", "not valid JSON")])
+def test_invalid_payload_is_precise(body: bytes, fragment: str) -> None:
+    with pytest.raises(InvalidPayload, match=fragment):
+        parse_payload(body)
+
+
+# process plan
+
+
+def test_auto_processes_hold_max_connections() -> None:
+    plan = plan_processes("auto", 60000, 2, 20000)
+    assert plan.processes == 4 and plan.connections_per_process == 16000
+    assert plan_processes("auto", 1000, 2, 20000).processes == 2  # at least one per core
+    assert plan_processes(3, 60000, 2, 20000).processes == 3
+
+
+# response and body streams with in-memory fakes
+
+
+class FakeFlow:
+    def __init__(self) -> None:
+        self.sent = bytearray()
+        self.date_header = b"date: today\r\n"
+        self.continues = 0
+        self.paused = 0
+        self.resumed = 0
+
+    def write(self, data: bytes) -> None:
+        self.sent += data
+
+    async def drain(self) -> None:
+        return None
+
+    async def sendfile(self, fd: int, offset: int, count: int) -> None:
+        self.sent += os.pread(fd, count, offset)
+
+    def pause_body(self) -> None:
+        self.paused += 1
+
+    def resume_body(self) -> None:
+        self.resumed += 1
+
+    def send_continue(self) -> None:
+        self.continues += 1
+
+
+def run(coroutine: object) -> object:
+    return asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+def test_response_without_length_is_chunked() -> None:
+    flow = FakeFlow()
+    stream = ResponseStream(flow, http11=True, head_only=False, keep_alive=True)
+
+    async def respond() -> None:
+        stream.start(200, [(b"x-a", b"1"), (b"Connection", b"keep-alive")])
+        await stream.write(b"hello")
+        await stream.end()
+
+    run(respond())
+    text = bytes(flow.sent)
+    assert text.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding: chunked\r\n" in text and b"Connection" not in text
+    assert text.endswith(b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+
+
+def test_head_response_has_no_body_and_http10_closes() -> None:
+    flow = FakeFlow()
+    stream = ResponseStream(flow, http11=False, head_only=True, keep_alive=True)
+
+    async def respond() -> None:
+        stream.start(200, [(b"content-length", b"5")])
+        await stream.write(b"hello")
+        await stream.end()
+
+    run(respond())
+    assert bytes(flow.sent).endswith(b"content-length: 5\r\nconnection: keep-alive\r\n\r\n")
+    flow = FakeFlow()
+    stream = ResponseStream(flow, http11=False, head_only=False, keep_alive=True)
+    stream.start(200, [])
+    run(stream.end())
+    assert b"connection: close" in flow.sent and not stream.keep_alive
+
+
+def test_body_backpressure_and_continue() -> None:
+    flow = FakeFlow()
+    body = StreamingBody(None, flow, expect_continue=True)
+
+    async def consume() -> bytes:
+        reader = asyncio.ensure_future(body.read_all(10 * BODY_HIGH_WATER))
+        await asyncio.sleep(0)
+        assert flow.continues == 1  # asked for the body once it was read
+        for _ in range(5):
+            body.feed(b"x" * (BODY_HIGH_WATER // 2))
+        assert flow.paused == 1
+        body.finish()
+        return await reader
+
+    data = run(consume())
+    assert isinstance(data, bytes) and len(data) == 5 * (BODY_HIGH_WATER // 2)
+    assert flow.resumed == 1
+
+
+def test_body_over_limit() -> None:
+    body = StreamingBody(None, None)
+    body.feed(b"x" * 11)
+    body.finish()
+    with pytest.raises(BodyTooLarge):
+        run(body.read_all(10))
+    with pytest.raises(BodyTooLarge):
+        run(StreamingBody(100, None).read_all(10))

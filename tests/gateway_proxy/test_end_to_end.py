@@ -1,0 +1,114 @@
+"""Through the real gateway (`surge gateway`, one process) to Starman and to a Python
+upstream: what a client on the wire sees."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .upstreams import starman
+
+
+@pytest.fixture
+def gateway_to_starman(tmp_path: Path) -> Iterator[int]:
+    with starman(tmp_path, workers=2) as address:
+        config = tmp_path / "surge.toml"
+        config.write_text(f"""
+data_dir = "{tmp_path / 'data'}"
+[gateway]
+listen = "127.0.0.1:0"
+processes = 1
+[gateway.access_log]
+enabled = false
+[pools.web]
+targets = ["{address}"]
+workers = 2
+max_queued_requests = 4
+queue_timeout = "5s"
+[[routes]]
+prefix = "/"
+proxy = {{ pool = "web" }}
+""")
+        log_path = tmp_path / "gateway.log"
+        with log_path.open("w") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "surge.cli", "gateway", "-c", str(config)],
+                stdout=subprocess.PIPE, stderr=log_file, text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        assert process.stdout is not None
+        drain = threading.Thread(target=process.stdout.read, daemon=True)
+        try:
+            line = process.stdout.readline()
+            assert line, f"gateway did not start: {log_path.read_text()}"
+            port = int(json.loads(line)["port"])
+            drain.start()  # keep reading so the gateway never blocks on a full pipe
+            yield port
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if drain.is_alive():
+                drain.join(5)
+            process.stdout.close()
+
+
+def _request(port: int, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def test_through_the_gateway_to_starman(gateway_to_starman: int) -> None:
+    port = gateway_to_starman
+    status, _, body = _request(port, "GET", "/echo", headers={
+        "Host": "legacy.example", "X-Forwarded-For": "192.0.2.1", "Connection": "keep-alive"})
+    assert status == 200
+    headers = json.loads(body)["headers"]
+    assert headers["HTTP_HOST"] == "legacy.example"
+    assert headers["HTTP_X_FORWARDED_FOR"] == "192.0.2.1, 127.0.0.1"
+    assert headers["HTTP_X_FORWARDED_PORT"] == str(port)
+    assert headers["HTTP_X_REAL_IP"] == "127.0.0.1"
+
+    # one client connection, many requests (keep-alive on both sides)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    pids = set()
+    for _ in range(20):
+        connection.request("POST", "/echo", body=b"a=1" * 100)
+        response = connection.getresponse()
+        seen = json.loads(response.read())
+        assert response.status == 200 and seen["body_size"] == 300
+        pids.add(seen["pid"])
+    connection.close()
+
+    # a streamed download Starman sends chunked arrives whole
+    size = 4 * 1024 * 1024
+    status, _, body = _request(port, "GET", f"/big?size={size}")
+    assert status == 200 and len(body) == size and set(body) == {ord("y")}
+
+    # 2 workers, 4 waiting places: of 12 concurrent slow requests some get 503
+    began = time.monotonic()
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(lambda _: _request(port, "GET", "/slow"), range(12)))
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses.count(200) >= 6 and statuses.count(503) >= 1, statuses
+    assert all(h.get("retry-after") == "1" for s, h, _ in results if s == 503)
+    assert time.monotonic() - began < 10
