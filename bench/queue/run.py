@@ -287,7 +287,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20000, help="per surge column")
-    parser.add_argument("--moto-messages", type=int, default=2000)
+    parser.add_argument("--moto-messages", type=int, default=600)
     parser.add_argument("--processes", type=int, default=2, help="boto3 load processes")
     parser.add_argument("--threads", type=int, default=8, help="boto3 threads per process")
     parser.add_argument("--concurrency", type=int, default=16, help="surge client tasks")

@@ -46,7 +46,8 @@ class Row:
     workload: str
     tasks: int
     enqueue_seconds: float
-    total_seconds: float
+    total_seconds: float  # the measured interval (see ``measure``)
+    preloaded: bool = False
 
     @property
     def rate(self) -> float:
@@ -176,6 +177,48 @@ directory = "{perl_dir}"
 """
 
 
+@dataclass
+class Trial:
+    """One system running one workload: how to enqueue it, how to start warm workers
+    (returns a function that stops them) and how many of its results are stored so far."""
+
+    enqueue: Callable[[], None]
+    start_workers: Callable[[], Callable[[], None]]
+    completed: Callable[[], int]
+
+
+def measure(system: str, label: str, count: int, trial: Trial, preloaded: bool) -> Row:
+    """End to end: warm workers, then the clock runs from the first enqueue to the last
+    result. Preloaded: everything is enqueued first, and the clock runs from the first
+    result to the last (the workers' own rate, whatever the producer's)."""
+    if preloaded:
+        started = time.perf_counter()
+        trial.enqueue()
+        enqueued = time.perf_counter()
+        stop_workers = trial.start_workers()
+        try:
+            wait_for(lambda: trial.completed() > 0, RUN_TIMEOUT, f"{system} to start",
+                     interval=0.02)
+            first = time.perf_counter()
+            wait_for(lambda: trial.completed() >= count, RUN_TIMEOUT, f"{system} {label}",
+                     interval=0.05)
+            finished = time.perf_counter()
+        finally:
+            stop_workers()
+        return Row(system, label, count, enqueued - started, finished - first, preloaded)
+    stop_workers = trial.start_workers()
+    try:
+        started = time.perf_counter()
+        trial.enqueue()
+        enqueued = time.perf_counter()
+        wait_for(lambda: trial.completed() >= count, RUN_TIMEOUT, f"{system} {label}",
+                 interval=0.05)
+        finished = time.perf_counter()
+    finally:
+        stop_workers()
+    return Row(system, label, count, enqueued - started, finished - started, preloaded)
+
+
 class SurgeBench:
     def __init__(self, workdir: Path, port: int, concurrency: int) -> None:
         self.workdir = workdir
@@ -186,24 +229,27 @@ class SurgeBench:
             data_dir=self.data_dir, port=port, processes=WORKER_PROCESSES,
             concurrency=concurrency, here=HERE, perl_dir=EXAMPLES_PERL))
 
-    def run(self, group: str, task: str, payloads: list[object], label: str) -> Row:
+    def run(self, group: str, task: str, payloads: list[object], label: str,
+            preloaded: bool = False) -> Row:
         asyncio.run(self._create_queue(group))
-        worker = start([PYTHON, "-m", "surge.cli", "worker", "-c", str(self.config), group],
-                       self.workdir / f"worker-{group}.log", env={"SURGE_LOG_LEVEL": "WARNING"})
-        try:
+        already = self._succeeded(task)  # an earlier workload may share the task name
+
+        def start_workers() -> Callable[[], None]:
+            worker = start([PYTHON, "-m", "surge.cli", "worker", "-c", str(self.config), group],
+                           self.workdir / f"worker-{group}.log",
+                           env={"SURGE_LOG_LEVEL": "WARNING"})
             run_dir = self.data_dir / "run"
-            wait_for(lambda: len(list(run_dir.glob(f"worker-{group}-*.alive")))
-                     >= WORKER_PROCESSES, 30, f"{WORKER_PROCESSES} surge workers")
-            already = self._succeeded(task)  # an earlier workload may share the task name
-            started = time.perf_counter()
-            asyncio.run(self._enqueue(group, task, payloads))
-            enqueued = time.perf_counter()
-            wait_for(lambda: self._succeeded(task) - already >= len(payloads), RUN_TIMEOUT,
-                     f"surge {label}", interval=0.01)
-            finished = time.perf_counter()
-        finally:
-            stop(worker)
-        return Row("surge", label, len(payloads), enqueued - started, finished - started)
+            try:
+                wait_for(lambda: len(list(run_dir.glob(f"worker-{group}-*.alive")))
+                         >= WORKER_PROCESSES, 30, f"{WORKER_PROCESSES} surge workers")
+            except BaseException:
+                stop(worker)
+                raise
+            return lambda: stop(worker)
+
+        trial = Trial(lambda: asyncio.run(self._enqueue(group, task, payloads)), start_workers,
+                      lambda: self._succeeded(task) - already)
+        return measure("surge", label, len(payloads), trial, preloaded)
 
     async def _create_queue(self, name: str) -> None:
         from surge.queue.client.http import HttpQueueClient
@@ -275,99 +321,121 @@ def redis_env(port: int) -> dict[str, str]:
             "PYTHONPATH": str(HERE)}
 
 
-def bench_celery(workdir: Path, port: int, concurrency: int,
-                 workloads: list[tuple[str, str, int]]) -> list[Row]:
-    os.environ.update(redis_env(port))
-    sys.path.insert(0, str(HERE))
-    import celery_app
-    from celery import Celery
+class CeleryBench:
+    def __init__(self, workdir: Path, port: int, concurrency: int) -> None:
+        os.environ.update(redis_env(port))
+        if str(HERE) not in sys.path:
+            sys.path.insert(0, str(HERE))
+        import celery_app
+        from celery import Celery
 
-    # The producer has no result backend: with one, every delay() would also subscribe to
-    # its result's channel, which a fire-and-forget producer never reads.
-    producer = Celery("producer", broker=os.environ["BENCH_BROKER_URL"])
-    producer.conf.task_default_queue = "bench"
-    rows = []
-    for task_name, label, count in workloads:
-        redis_flush(port)
-        workers = [start([PYTHON, "-m", "celery", "-A", "celery_app", "worker", "-P", "threads",
-                          "-c", str(concurrency), "-n", f"bench{index}@%h", "-Q", "bench",
-                          "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
-                         workdir / "celery.log", cwd=HERE, env=redis_env(port))
-                   for index in range(WORKER_PROCESSES)]
-        try:
-            wait_for(lambda: len(celery_app.app.control.ping(timeout=0.5) or []) >=
-                     WORKER_PROCESSES, 60, "celery workers")
-            started = time.perf_counter()
+        self.app = celery_app.app
+        # The producer has no result backend: with one, every delay() would also subscribe
+        # to its result's channel, which a fire-and-forget producer never reads.
+        self.producer = Celery("producer", broker=os.environ["BENCH_BROKER_URL"])
+        self.producer.conf.task_default_queue = "bench"
+        self.workdir, self.port, self.concurrency = workdir, port, concurrency
+
+    def run(self, task: str, label: str, count: int, preloaded: bool) -> Row:
+        redis_flush(self.port)
+
+        def enqueue() -> None:
             for n in range(count):
-                producer.send_task(task_name, args=(n,))
-            enqueued = time.perf_counter()
-            wait_for(lambda count=count: redis_dbsize(port, 1) >= count, RUN_TIMEOUT,
-                     f"celery {label}", interval=0.01)
-            finished = time.perf_counter()
-        finally:
+                self.producer.send_task(task, args=(n,))
+
+        trial = Trial(enqueue, self._start_workers, lambda: redis_dbsize(self.port, 1))
+        return measure("celery", label, count, trial, preloaded)
+
+    def _start_workers(self) -> Callable[[], None]:
+        workers = [start([PYTHON, "-m", "celery", "-A", "celery_app", "worker", "-P", "threads",
+                          "-c", str(self.concurrency), "-n", f"bench{index}@%h", "-Q", "bench",
+                          "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
+                         self.workdir / "celery.log", cwd=HERE, env=redis_env(self.port))
+                   for index in range(WORKER_PROCESSES)]
+
+        def stop_all() -> None:
             for worker in workers:
                 stop(worker)
-        rows.append(Row("celery", label, count, enqueued - started, finished - started))
-    return rows
 
-
-def bench_dramatiq(workdir: Path, port: int, concurrency: int,
-                   workloads: list[tuple[str, str, int]]) -> list[Row]:
-    os.environ.update(redis_env(port))
-    import dramatiq_app
-
-    rows = []
-    log = workdir / "dramatiq.log"
-    for task_name, label, count in workloads:
-        redis_flush(port)
-        log.write_text("")
-        worker = start([PYTHON, "-m", "dramatiq", "dramatiq_app", "--processes",
-                        str(WORKER_PROCESSES), "--threads", str(concurrency)],
-                       log, cwd=HERE, env=redis_env(port))
         try:
-            wait_for(lambda: log.read_text().count("ready for action") >= WORKER_PROCESSES,
-                     60, "dramatiq workers")
-            actor = getattr(dramatiq_app, task_name)
-            started = time.perf_counter()
+            wait_for(lambda: len(self.app.control.ping(timeout=0.5) or []) >=
+                     WORKER_PROCESSES, 60, "celery workers")
+        except BaseException:
+            stop_all()
+            raise
+        return stop_all
+
+
+class DramatiqBench:
+    def __init__(self, workdir: Path, port: int, concurrency: int) -> None:
+        os.environ.update(redis_env(port))
+        if str(HERE) not in sys.path:
+            sys.path.insert(0, str(HERE))
+        import dramatiq_app
+
+        self.actors = dramatiq_app
+        self.log = workdir / "dramatiq.log"
+        self.port, self.concurrency = port, concurrency
+
+    def run(self, task: str, label: str, count: int, preloaded: bool) -> Row:
+        redis_flush(self.port)
+        actor = getattr(self.actors, task)
+
+        def enqueue() -> None:
             for n in range(count):
                 actor.send(n)
-            enqueued = time.perf_counter()
-            wait_for(lambda count=count: redis_dbsize(port, 1) >= count, RUN_TIMEOUT,
-                     f"dramatiq {label}", interval=0.01)
-            finished = time.perf_counter()
-        finally:
+
+        trial = Trial(enqueue, self._start_workers, lambda: redis_dbsize(self.port, 1))
+        return measure("dramatiq", label, count, trial, preloaded)
+
+    def _start_workers(self) -> Callable[[], None]:
+        self.log.write_text("")
+        worker = start([PYTHON, "-m", "dramatiq", "dramatiq_app", "--processes",
+                        str(WORKER_PROCESSES), "--threads", str(self.concurrency)],
+                       self.log, cwd=HERE, env=redis_env(self.port))
+        try:
+            wait_for(lambda: self.log.read_text().count("ready for action") >= WORKER_PROCESSES,
+                     60, "dramatiq workers")
+        except BaseException:
             stop(worker)
-        rows.append(Row("dramatiq", label, count, enqueued - started, finished - started))
-    return rows
+            raise
+        return lambda: stop(worker)
 
 
 # Report
+
+SYSTEMS = ("surge", "celery", "dramatiq")
 
 
 def print_table(rows: list[Row], concurrency: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-                  title=f"workers: {WORKER_PROCESSES} processes × concurrency {concurrency}, "
-                        f"end to end (enqueue → result stored)")
-    for column in ("system", "workload", "tasks", "enqueue s", "drain s", "total s",
+    table = Table(title=f"workers: {WORKER_PROCESSES} processes × concurrency {concurrency}, "
+                        "results stored")
+    for column in ("system", "workload", "clock", "tasks", "enqueue s", "measured s",
                    "tasks/s"):
-        table.add_column(column, justify="left" if column in ("system", "workload") else "right")
+        table.add_column(column, justify="left" if column in ("system", "workload", "clock")
+                         else "right")
     for row in rows:
-        table.add_row(row.system, row.workload, f"{row.tasks:,}", f"{row.enqueue_seconds:.2f}",
-                      f"{row.total_seconds - row.enqueue_seconds:.2f}",
-                      f"{row.total_seconds:.2f}", f"{row.rate:,.0f}")
-    Console(width=110).print(table)
-    print("drain s: from the last enqueue to the last result (small: the workers kept up "
-          "and the rate is bounded by the producer)")
-    by_key = {(row.system, row.workload): row.rate for row in rows}
-    for workload in ("no-op", "sleep 10 ms"):
-        if ("surge", workload) in by_key and ("celery", workload) in by_key:
-            print(f"{workload}: surge / celery = "
-                  f"{by_key['surge', workload] / by_key['celery', workload]:.2f}×, "
-                  f"surge / dramatiq = "
-                  f"{by_key['surge', workload] / by_key.get(('dramatiq', workload), 1):.2f}×")
+        clock = "first → last result" if row.preloaded else "enqueue → last result"
+        table.add_row(row.system, row.workload, clock, f"{row.tasks:,}",
+                      f"{row.enqueue_seconds:.2f}", f"{row.total_seconds:.2f}",
+                      f"{row.rate:,.0f}")
+    Console(width=120).print(table)
+    print("enqueue → last result: end to end, workers warm before the first enqueue.\n"
+          "first → last result: the queue was filled first (enqueue s not counted), so the "
+          "rate is the workers' own.")
+    rates = {(row.system, row.workload, row.preloaded): row.rate for row in rows}
+    for workload, preloaded in (("no-op", False), ("sleep 10 ms", False), ("no-op", True)):
+        surge = rates.get(("surge", workload, preloaded))
+        others = [(name, rates.get((name, workload, preloaded))) for name in SYSTEMS[1:]]
+        if surge is None or not any(rate for _, rate in others):
+            continue
+        ratios = ", ".join(f"surge / {name} = {surge / rate:.2f}×"
+                           for name, rate in others if rate)
+        mode = "preloaded" if preloaded else "end to end"
+        print(f"{workload} ({mode}): {ratios}")
 
 
 def main() -> None:
@@ -380,39 +448,48 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32,
                         help="tasks in flight per worker process (threads for Celery/Dramatiq)")
     parser.add_argument("--quick", action="store_true", help="a tenth of every count")
+    parser.add_argument("--no-preloaded", action="store_true",
+                        help="skip the preloaded no-op run (the workers' own rate)")
     parser.add_argument("--only", choices=["surge", "celery", "dramatiq", "perl"], nargs="*")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     noop, sleep = args.noop // scale, args.sleep // scale
-    workloads = [("noop", "no-op", noop), ("sleep_10ms", "sleep 10 ms", sleep)]
+    # (task, label, count, preloaded)
+    workloads = [("noop", "no-op", noop, False), ("sleep_10ms", "sleep 10 ms", sleep, False)]
+    if not args.no_preloaded:
+        workloads.append(("noop", "no-op", noop, True))
     only = set(args.only or ["surge", "celery", "dramatiq", "perl"])
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="surge-bench-worker-") as tmp:
-        workdir = Path(tmp)
-        if only & {"surge", "perl"}:
-            with surge_queue_server(workdir) as port:
-                surge = SurgeBench(workdir, port, args.concurrency)
-                if "surge" in only:
-                    rows.append(surge.run("noop", "noop", [{"n": n} for n in range(noop)],
-                                          "no-op"))
-                    rows.append(surge.run("sleep", "sleep_10ms",
-                                          [{"n": n} for n in range(sleep)], "sleep 10 ms"))
-                if "perl" in only:
-                    image = {"width": 64, "height": 48}
-                    rows.append(surge.run(
-                        "perl_persistent", "process_image",
-                        [{**image, "seed": n} for n in range(args.perl_persistent // scale)],
-                        "perl persistent"))
-                    rows.append(surge.run(
-                        "perl_per_task", "process_image",
-                        [{**image, "seed": n} for n in range(args.perl_per_task // scale)],
-                        "perl per-task"))
-        if only & {"celery", "dramatiq"}:
-            with redis_server(workdir) as port:
-                if "celery" in only:
-                    rows += bench_celery(workdir, port, args.concurrency, workloads)
-                if "dramatiq" in only:
-                    rows += bench_dramatiq(workdir, port, args.concurrency, workloads)
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="surge-bench-worker-")))
+        queue_port = stack.enter_context(surge_queue_server(workdir))
+        redis_port = stack.enter_context(redis_server(workdir))
+        surge = SurgeBench(workdir, queue_port, args.concurrency)
+        surge_groups = {"noop": "noop", "sleep_10ms": "sleep"}
+        # Each workload on every system back to back, so a burst of load on this shared
+        # machine hits them alike rather than one system's whole run.
+        for task, label, count, preloaded in workloads:
+            if "surge" in only:
+                rows.append(surge.run(surge_groups[task], task, [{"n": n} for n in range(count)],
+                                      label, preloaded))
+            if "celery" in only:
+                rows.append(CeleryBench(workdir, redis_port, args.concurrency).run(
+                    task, label, count, preloaded))
+            if "dramatiq" in only:
+                rows.append(DramatiqBench(workdir, redis_port, args.concurrency).run(
+                    task, label, count, preloaded))
+        if "perl" in only:
+            image = {"width": 64, "height": 48}
+            for group, label, count in (("perl_persistent", "perl persistent",
+                                         args.perl_persistent),
+                                        ("perl_per_task", "perl per-task", args.perl_per_task)):
+                rows.append(surge.run(group, "process_image",
+                                      [{**image, "seed": n} for n in range(count // scale)],
+                                      label))
+    order = {name: index for index, name in enumerate(SYSTEMS)}
+    rows.sort(key=lambda row: (row.workload.startswith("perl"), row.preloaded, row.workload,
+                               order.get(row.system, 9)))
     print_table(rows, args.concurrency)
 
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -177,13 +178,29 @@ class QueueServer:
             line = self.popen.stderr.readline()
             if not line:
                 raise RuntimeError("the queue server did not start")
-            entry = json.loads(line)
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
             message = entry.get("message", "")
-            if message.startswith("{") and json.loads(message).get("event") == "listening":
-                self.address = json.loads(message)["address"]
+            if isinstance(message, str) and message.startswith("{"):
+                entry = {**entry, **json.loads(message)}
+                message = entry.get("event", "")
+            if message == "listening" and entry.get("address"):
+                self.address = entry["address"]
                 break
         if not self.address:
             raise RuntimeError("the queue server did not report its address")
+        # Keep reading its log so a full pipe never stalls it.
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        stream = self.popen.stderr
+        try:
+            while stream is not None and stream.readline():
+                pass
+        except (OSError, ValueError):
+            pass
 
     @property
     def endpoint(self) -> str:

@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+import pytest
 
 from surge.config.settings import Settings
 from surge.gateway.proxy import ProxyService
+from surge.gateway.proxy.errors import UpstreamBroken
 
 from .fakes import FakeBody, FakeResponse, make_request, run_async
 from .upstreams import AdminFake, PythonUpstream, free_port
@@ -28,7 +30,7 @@ def settings_for(targets: list[str], **pool: Any) -> Settings:
 @contextlib.asynccontextmanager
 async def proxy(targets: list[str], targets_from: str | None = None,
                 **pool: Any) -> AsyncIterator[ProxyService]:
-    service = ProxyService(settings_for(targets, **pool), targets_from)
+    service = ProxyService(settings_for(targets, **pool), targets_from, processes=1)
     await service.start()
     try:
         yield service
@@ -90,13 +92,15 @@ async def test_forwarding_headers_and_hop_by_hop():
 async def test_keep_alive_connections_are_reused_and_capped():
     async with upstreams() as [app], proxy([app.address], keepalive_per_target=2,
                                            workers=8) as service:
+        await _until(lambda: app.connections == 1)  # the first health check is done
+        await asyncio.sleep(0.05)
         responses = [await get(service) for _ in range(20)]
         assert len({orjson.loads(r.body)["connection"] for r in responses}) == 1
         assert web(service)["targets"][app.address]["connections_opened"] == 1
         await asyncio.gather(*(get(service, "/slow?delay=0.1") for _ in range(6)))
         stats = web(service)["targets"][app.address]
         assert stats["connections_opened"] == 6
-        assert stats["connections_reused"] == 20 - 1 + 1
+        assert stats["connections_reused"] >= 20
         assert stats["idle_connections"] == 2  # the other four were closed
 
 
@@ -186,6 +190,13 @@ async def test_health_checks_move_targets_and_fail_open():
         assert ports == {a.port}
 
 
+def test_the_limit_is_shared_by_the_gateway_processes():
+    settings = settings_for(["127.0.0.1:1"], workers=4)
+    assert ProxyService(settings, None, processes=2).pools["web"].limit == 2
+    assert ProxyService(settings, None, processes=3).pools["web"].limit == 1  # never above 4
+    assert ProxyService(settings, None, processes=8).pools["web"].limit == 1
+
+
 @run_async
 async def test_removed_target_drains_its_requests_first():
     async with upstreams(2) as [a, b], proxy([a.address], deregistration_delay="5s") as service:
@@ -241,6 +252,27 @@ async def test_large_bodies_stream_both_ways_without_piling_up():
             assert seen["body_size"] == 512 * len(block)
             assert seen["body_sha256"] == expected
         assert upload_peak < 4 * 1024 * 1024, upload_peak
+
+
+class _GoneClient(FakeResponse):
+    async def write(self, data: bytes) -> None:
+        raise ConnectionResetError("client went away")
+
+
+@run_async
+async def test_failures_mid_response_free_the_slot_and_the_connection():
+    async with upstreams() as [app], proxy([app.address], workers=1) as service:
+        cut = FakeResponse()
+        with pytest.raises(UpstreamBroken):  # the server then closes the client connection
+            await service.handler_for("web").handle(make_request("GET", "/cut"), cut)
+        assert cut.started and not cut.ended
+        with pytest.raises(ConnectionResetError):
+            await service.handler_for("web").handle(
+                make_request("GET", "/big?size=10000000"), _GoneClient())
+        stats = web(service)
+        assert stats["in_flight"] == 0
+        assert stats["targets"][app.address]["idle_connections"] == 0  # both were closed
+        assert (await get(service)).status == 200  # and the single slot is free again
 
 
 @run_async

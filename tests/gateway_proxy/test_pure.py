@@ -12,7 +12,7 @@ from surge.gateway.proxy.feed import parse_targets
 from surge.gateway.proxy.headers import request_head, request_headers, response_headers
 from surge.gateway.proxy.health import HealthChange, SuccessCodes, TargetHealth
 from surge.gateway.proxy.retry import may_retry
-from surge.gateway.proxy.upstream import UpstreamConnection
+from surge.gateway.proxy.upstream import UpstreamConnection, UpstreamResponse
 
 from .fakes import run_async
 
@@ -46,6 +46,9 @@ def test_request_headers_frame_the_body():
     assert (b"transfer-encoding", b"chunked") in chunked
     empty = request_headers([], client_host="h", scheme="http", server_port=80, body_length=0)
     assert not any(name in (b"content-length", b"transfer-encoding") for name, _ in empty)
+    empty_post = request_headers([(b"content-length", b"0")], client_host="h", scheme="http",
+                                 server_port=80, body_length=0)
+    assert (b"content-length", b"0") in empty_post
 
 
 def test_response_headers_drop_hop_by_hop_and_keep_length():
@@ -168,6 +171,23 @@ def test_a_retrying_waiter_does_not_block_the_line():
     assert retrying.granted is b
 
 
+def test_a_health_check_goes_ahead_of_the_line_on_its_own_target():
+    a, b = target(1, limit=1), target(2, limit=1)
+    b.health.healthy = False  # not routable, but still checked
+    admission = Admission(RoundRobin(), max_waiting=10)
+    admission.targets.extend([a, b])
+    assert admission.try_acquire(0.0) is a
+    assert admission.try_acquire_on(b)
+    assert not admission.try_acquire_on(b)
+    request, check = Waiter(), Waiter(only=a)
+    admission.enqueue(request)
+    admission.enqueue_first(check)
+    assert admission.release(b, 0.0) == []  # b is free, but neither waiter may take it
+    assert admission.release(a, 0.0) == [check]
+    assert check.granted is a and a.requests == 1  # checks are not counted as requests
+    assert admission.release(a, 0.0) == [request]
+
+
 def test_capacity_appearing_is_pumped_to_waiters():
     a = target(1, limit=1)
     admission = Admission(LeastOutstanding(), max_waiting=10)
@@ -237,9 +257,9 @@ def _connection() -> tuple[UpstreamConnection, _Transport]:
     return connection, transport
 
 
-async def _body(connection: UpstreamConnection) -> bytes:
+async def _body(response: UpstreamResponse) -> bytes:
     pieces = []
-    while piece := await connection.read_body(1.0):
+    while piece := await response.read_body(1.0):
         pieces.append(piece)
     return b"".join(pieces)
 
@@ -247,49 +267,67 @@ async def _body(connection: UpstreamConnection) -> bytes:
 @run_async
 async def test_chunked_response_split_anywhere_is_reassembled():
     connection, _ = _connection()
-    connection.begin(skip_body=False)
+    response = connection.begin(skip_body=False)
     raw = (b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
     for i in range(0, len(raw), 7):
         connection.data_received(raw[i:i + 7])
-    await connection.read_head(1.0)
-    assert connection.status == 201
-    assert (b"x-a", b"1") in connection.headers
-    assert await _body(connection) == b"hello world"
-    assert connection.finish()  # reusable
+    await response.read_head(1.0)
+    assert response.status == 201
+    assert (b"x-a", b"1") in response.headers
+    assert await _body(response) == b"hello world"
+    assert response.reusable
 
 
 @run_async
 async def test_head_response_and_informational_and_close_delimited():
     connection, _ = _connection()
-    connection.begin(skip_body=True)
+    response = connection.begin(skip_body=True)
     connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-    await connection.read_head(1.0)
-    assert await _body(connection) == b""
-    assert connection.finish()
-    connection.begin(skip_body=False)  # the next response on the same connection parses
+    await response.read_head(1.0)
+    assert await _body(response) == b""
+    assert response.reusable
+    response = connection.begin(skip_body=False)  # the next response on the connection parses
     connection.data_received(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"
                              b"Content-Length: 2\r\n\r\nok")
-    await connection.read_head(1.0)
-    assert connection.status == 200 and await _body(connection) == b"ok"
-    assert connection.finish()
-    connection.begin(skip_body=False)
+    await response.read_head(1.0)
+    assert response.status == 200 and await _body(response) == b"ok"
+    assert response.reusable
+    response = connection.begin(skip_body=False)
     connection.data_received(b"HTTP/1.1 200 OK\r\n\r\nuntil")
-    await connection.read_head(1.0)
+    await response.read_head(1.0)
     connection.data_received(b" close")
     connection.connection_lost(None)
-    assert await _body(connection) == b"until close"
-    assert not connection.finish()  # never reused
+    assert await _body(response) == b"until close"
+    assert not response.reusable  # never reused
+
+
+@run_async
+async def test_a_finished_response_frees_its_connection_at_once():
+    connection, _ = _connection()
+    response = connection.begin(skip_body=False)
+    freed: list[UpstreamResponse] = []
+    response.on_complete = freed.append
+    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+    assert freed == []
+    connection.data_received(b"cde")
+    assert freed == [response]
+    following = connection.begin(skip_body=False)  # the next request rides it meanwhile
+    connection.data_received(b"HTTP/1.1 204 No Content\r\n\r\n")
+    await response.read_head(1.0)
+    assert await _body(response) == b"abcde"  # the first response is still whole
+    await following.read_head(1.0)
+    assert following.status == 204
 
 
 @run_async
 async def test_large_body_pauses_reading_until_consumed():
     connection, transport = _connection()
-    connection.begin(skip_body=False)
+    response = connection.begin(skip_body=False)
     connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
     connection.data_received(b"z" * 300_000)
     assert transport.paused
-    assert len(await connection.read_body(1.0)) == 300_000
+    assert len(await response.read_body(1.0)) == 300_000
     assert not transport.paused
 
 
@@ -298,12 +336,12 @@ async def test_a_silent_target_times_out_and_a_garbled_one_is_broken():
     from surge.gateway.proxy.errors import UpstreamBroken, UpstreamTimeout
 
     connection, _ = _connection()
-    connection.begin(skip_body=False)
+    response = connection.begin(skip_body=False)
     with pytest.raises(UpstreamTimeout):
-        await connection.read_head(0.05)
+        await response.read_head(0.05)
     connection, transport = _connection()
-    connection.begin(skip_body=False)
+    response = connection.begin(skip_body=False)
     connection.data_received(b"NOT HTTP\r\n\r\n")
     with pytest.raises(UpstreamBroken):
-        await connection.read_head(1.0)
+        await response.read_head(1.0)
     assert transport.closed

@@ -128,6 +128,10 @@ class PythonUpstream:
         body_size = await _read_body(reader, headers, digest)
         if path == "/reset":
             return False
+        if path == "/cut":  # announces 200 kB, sends half, hangs up
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + b"c" * 100000)
+            await writer.drain()
+            return False
         if path == "/slow":
             await asyncio.sleep(float(params.get("delay", "0.2")))
         if path == "/big":

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
-from integration.surge_up import EXAMPLES, SurgeUp, http, wait_for
+from integration.surge_up import EXAMPLES, REPO, SurgeUp, http, wait_for
 
 
 def expected_result(payload: dict[str, Any]) -> Any:
@@ -69,3 +72,36 @@ def check_task(up: SurgeUp) -> None:
     location = submit(up, payload)
     record = wait_succeeded(up, location)
     assert record["result"] == expected_result(payload)
+
+
+def python_example_config(tmp_path):
+    """The embedded default with two gateway processes and absolute example paths."""
+    app_dir = EXAMPLES / "python-app"
+    text = (REPO / "src" / "surge" / "config" / "default.toml").read_text()
+    text = text.replace('[gateway]\n', '[gateway]\nprocesses = 2\n', 1)
+    text = text.replace('[pools.web]\n', f'[pools.web]\ndirectory = "{app_dir}"\n', 1)
+    text = text.replace('python_path = ["."]', f'python_path = ["{app_dir}"]')
+    text = text.replace('root = "static"', f'root = "{app_dir / "static"}"')
+    config = tmp_path / "surge.toml"
+    config.write_text(text)
+    return config
+
+
+def kill_and_wait(up: SurgeUp, name: str, answering: Callable[[], bool],
+                  signum: int = signal.SIGKILL) -> float:
+    """Signal the child ``name`` (kill -9, or SIGSTOP to hang it); seconds until it runs
+    again as a new process and ``answering()`` holds."""
+    before = up.processes()[name]
+    assert before["state"] == "running" and before["pid"], before
+    up.remember_descendants()
+    os.kill(before["pid"], signum)
+    killed_at = time.monotonic()
+
+    def recovered() -> bool:
+        now = up.processes()[name]
+        return (now["restarts"] > before["restarts"] and now["state"] == "running"
+                and now["pid"] != before["pid"] and answering())
+    wait_for(f"{name} restarted and answering", recovered, 30, interval=0.05)
+    elapsed = time.monotonic() - killed_at
+    up.remember_descendants()
+    return elapsed

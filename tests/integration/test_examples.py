@@ -49,6 +49,9 @@ def test_python_example(python_example):
 
 
 def check_worker_scaling(up: SurgeUp) -> None:
+    queues = up.state()["queues"]
+    assert isinstance(queues["images"]["ApproximateNumberOfMessages"], int), queues
+    assert "images-dlq" in queues
     status, _, body = http("POST", f"{up.admin}/v1/workers/images/scale", b'{"processes": 0.5}')
     assert status == 400 and b"must be an integer" in body
     status, _, _ = http("POST", f"{up.admin}/v1/workers/images/scale", b'{"processes": 2}')

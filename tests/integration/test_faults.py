@@ -4,29 +4,19 @@ gateway acknowledged (202) still reaches ``succeeded``."""
 
 from __future__ import annotations
 
-import os
 import signal
-import time
 
 import pytest
 
-from integration.examples_flow import submit, wait_succeeded
-from integration.surge_up import EXAMPLES, REPO, SurgeUp, http, wait_for
+from integration.examples_flow import (
+    kill_and_wait,
+    python_example_config,
+    submit,
+    wait_succeeded,
+)
+from integration.surge_up import SurgeUp, http, wait_for
 
 RECOVERY_SECONDS = 5.0
-
-
-def python_example_config(tmp_path):
-    """The embedded default with two gateway processes and absolute example paths."""
-    app_dir = EXAMPLES / "python-app"
-    text = (REPO / "src" / "surge" / "config" / "default.toml").read_text()
-    text = text.replace('[gateway]\n', '[gateway]\nprocesses = 2\n', 1)
-    text = text.replace('[pools.web]\n', f'[pools.web]\ndirectory = "{app_dir}"\n', 1)
-    text = text.replace('python_path = ["."]', f'python_path = ["{app_dir}"]')
-    text = text.replace('root = "static"', f'root = "{app_dir / "static"}"')
-    config = tmp_path / "surge.toml"
-    config.write_text(text)
-    return config
 
 
 @pytest.fixture
@@ -37,24 +27,6 @@ def surge(tmp_path):
         yield up
     finally:
         up.close()
-
-
-def kill_and_wait(up: SurgeUp, name: str, answering) -> float:
-    """SIGKILL the child ``name``; seconds until it runs again and ``answering()`` holds."""
-    before = up.processes()[name]
-    assert before["state"] == "running" and before["pid"], before
-    up.remember_descendants()
-    os.kill(before["pid"], signal.SIGKILL)
-    killed_at = time.monotonic()
-
-    def recovered() -> bool:
-        now = up.processes()[name]
-        return (now["restarts"] > before["restarts"] and now["state"] == "running"
-                and now["pid"] != before["pid"] and answering())
-    wait_for(f"{name} restarted and answering", recovered, 30, interval=0.05)
-    elapsed = time.monotonic() - killed_at
-    up.remember_descendants()
-    return elapsed
 
 
 def test_kill_9_each_child_kind(surge):
@@ -84,3 +56,29 @@ def test_kill_9_each_child_kind(surge):
     assert not slow, f"recovered after more than {RECOVERY_SECONDS}s: {slow}"
     assert surge.terminate(timeout=60) == 0
     assert surge.survivors() == []
+
+
+# Quick enough for a test, slow enough that a loaded 2-core machine is not taken for a hang.
+FAST_LIVENESS = '\n[supervisor]\nliveness_interval = "0.5s"\nliveness_timeout = "4s"\n'
+
+
+def test_hung_children_are_killed_and_restarted(tmp_path):
+    """SIGSTOP (a hang, not a crash): the queue server stops answering its ping, a worker
+    stops touching its heartbeat file; each is killed and restarted."""
+    config = python_example_config(tmp_path)
+    config.write_text(config.read_text() + FAST_LIVENESS)
+    up = SurgeUp(tmp_path, config).start()
+    try:
+        up.wait_until_up(timeout=90)
+        location = submit(up, {"width": 8, "height": 8, "seed": 1})
+        heartbeat = up.data_dir / "run" / "worker-images-1.alive"
+        wait_for("the worker's first heartbeat", heartbeat.exists, 30)
+        for name in ("worker-images-1", "queue"):
+            elapsed = kill_and_wait(up, name, lambda: True, signal.SIGSTOP)
+            assert elapsed < 4 + 0.5 + RECOVERY_SECONDS, (name, elapsed)
+        assert '"event":"child_hung"' in up.log_path.read_text()
+        assert wait_succeeded(up, location, timeout=60)["status"] == "succeeded"
+        assert up.terminate(timeout=60) == 0
+        assert up.survivors() == []
+    finally:
+        up.close()

@@ -188,3 +188,36 @@ def test_http_client_survives_a_queue_server_restart(tmp_path: Path) -> None:
             stop(server)
 
     asyncio.run(scenario())
+
+
+def test_embedded_access_keys_come_from_settings(tmp_path: Path) -> None:
+    """open_queue_client sends the first configured access key id, which the embedded
+    server's allow-list checks; another key id is refused."""
+    port = free_port()
+    config = tmp_path / "surge.toml"
+    config.write_text(
+        f'[queue_backend]\nlisten = "127.0.0.1:{port}"\naccess_keys = ["AKIDSURGE"]\n')
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from surge.cli import main; main()", "queue", "serve",
+         "-c", str(config), "--data-dir", str(tmp_path / "data")], stderr=subprocess.DEVNULL)
+
+    async def scenario() -> None:
+        settings = QueueBackendSettings.model_validate(
+            {"listen": f"127.0.0.1:{port}", "access_keys": ["AKIDSURGE"]})
+        allowed = open_queue_client(settings)
+        refused = HttpQueueClient(f"http://127.0.0.1:{port}", access_key_id="AKIDOTHER")
+        try:
+            await allowed.create_queue("q")
+            with pytest.raises(QueueError) as caught:
+                await refused.get_queue_url("q")
+            assert caught.value.code in ("InvalidClientTokenId", "AccessDenied",
+                                         "UnrecognizedClientException")
+        finally:
+            await allowed.close()
+            await refused.close()
+
+    try:
+        wait_until_listening(port, server, "surge queue serve")
+        asyncio.run(scenario())
+    finally:
+        stop(server)

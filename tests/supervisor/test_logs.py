@@ -24,3 +24,12 @@ def test_closed_output_does_not_break_supervision():
     out = io.BytesIO()
     out.close()
     LogSink(out).event("anything")  # no exception
+
+
+def test_terminal_mode_prints_readable_lines(capsys):
+    sink = LogSink(pretty=True)
+    sink.child_lines("web-1", "stderr", ["[not markup] plain"])
+    sink.event("child_exited", level="warning", child="web-1", exit_code=-9)
+    out = capsys.readouterr().out
+    assert "web-1 │ [not markup] plain" in out
+    assert "child_exited" in out and "exit_code=-9" in out

@@ -228,3 +228,31 @@ def test_children_die_with_a_killed_supervisor(tmp_path):
         wait_for("children to follow their parent", lambda: up.survivors() == [], 10)
     finally:
         up.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_and_group_flags_drop_privileges_of_children(tmp_path):
+    import grp
+    import pwd
+
+    config = write_config(tmp_path / "surge.toml", """
+[gateway]
+processes = 0
+[queue_backend]
+url = "http://127.0.0.1:1"
+[pools.web]
+command = "/usr/bin/python3 -m http.server {port} --bind 127.0.0.1 --directory /"
+""")
+    group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+    up = SurgeUp(tmp_path, config, extra_args=("--user", "nobody", "--group", group)).start()
+    try:
+        wait_for("a registered web target", lambda: active_targets(up), 30)
+        import psutil
+
+        web = psutil.Process(up.processes()["web-1"]["pid"])
+        assert web.uids().real == pwd.getpwnam("nobody").pw_uid
+        assert web.gids().real == grp.getgrnam(group).gr_gid
+        assert up.process is not None
+        assert psutil.Process(up.process.pid).uids().real == 0  # the supervisor keeps its own
+    finally:
+        up.close()

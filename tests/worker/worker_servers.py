@@ -43,12 +43,24 @@ def _wait_for_listening(process: subprocess.Popen[bytes], log_path: Path,
             raise RuntimeError(f"queue server exited with {process.returncode}: "
                                f"{log_path.read_text()[-2000:]}")
         for line in log_path.read_text().splitlines():
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                event = json.loads(json.loads(line)["message"])
-                if event["event"] == "listening":
-                    return str(event["address"])
+            address = _listening_address(line)
+            if address:
+                return address
         time.sleep(0.05)
     raise RuntimeError(f"queue server did not listen within {timeout}s")
+
+
+def _listening_address(log_line: str) -> str | None:
+    """The address from the server's JSON "listening" log line: its fields at the top level,
+    or (older form) a JSON document inside ``message``."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+        entry = json.loads(log_line)
+        if entry.get("message") == "listening" and entry.get("address"):
+            return str(entry["address"])
+        nested = json.loads(entry["message"])
+        if nested.get("event") == "listening":
+            return str(nested["address"])
+    return None
 
 
 def stop_process(process: subprocess.Popen[Any], timeout: float = 15.0) -> int:

@@ -41,7 +41,8 @@ class HealthCheckSettings(StrictModel):
     timeout: Duration = 5.0
     healthy_threshold: int = Field(5, ge=1, le=10)
     unhealthy_threshold: int = Field(2, ge=1, le=10)
-    success_codes: str = "200"  # "200", "200,204", "200-299"
+    # "200", "200,204", "200-299" (ALB's matcher)
+    success_codes: str = Field("200", pattern=r"^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$")
 
 
 class InstanceCount(StrictModel):

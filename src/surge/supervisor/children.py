@@ -86,6 +86,8 @@ class Child:
             self.state = ChildState.STOPPING
         if self.process is not None:
             self.process.signal_group(signal.SIGTERM)
+            # A stopped (SIGSTOP) process acts on SIGTERM only once continued.
+            self.process.signal_group(signal.SIGCONT)
         if self._task is None:
             return
         try:
@@ -182,20 +184,33 @@ class Child:
                 exited.cancel()
 
     async def _until_ready(self, exited: asyncio.Task[int]) -> bool:
-        probe = self.spec.probe if self.spec else None
+        assert self.spec is not None and self.process is not None
+        deadline = time.monotonic() + self._options.start_timeout
+        if self.spec.ready_event:
+            announced = asyncio.create_task(self.process.ready_event_seen.wait())
+            await asyncio.wait({exited, announced}, timeout=self._options.start_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+            announced.cancel()
+            if not self.process.ready_event_seen.is_set():
+                return self._start_failed(exited)
+        probe = self.spec.probe
         if probe is None or isinstance(probe, HeartbeatProbe):
             return not exited.done()
-        deadline = time.monotonic() + self._options.start_timeout
         while not exited.done() and not self._stop_requested.is_set():
             if await http_probe_ok(probe, PROBE_TIMEOUT):
                 return True
             if time.monotonic() > deadline:
-                self._log.event("child_start_timeout", level="error", child=self.name,
-                                timeout=self._options.start_timeout)
-                assert self.process is not None
-                self.process.kill_group()
-                return False
+                return self._start_failed(exited)
             await asyncio.wait({exited}, timeout=READY_POLL_INTERVAL)
+        return False
+
+    def _start_failed(self, exited: asyncio.Task[int]) -> bool:
+        """Not ready in time (or exited first): a start that failed, counted as a crash."""
+        if not exited.done() and not self._stop_requested.is_set():
+            self._log.event("child_start_timeout", level="error", child=self.name,
+                            timeout=self._options.start_timeout)
+            assert self.process is not None
+            self.process.kill_group()
         return False
 
     async def _watch_liveness(self, exited: asyncio.Task[int]) -> None:
@@ -224,6 +239,9 @@ class Child:
             return await http_probe_ok(probe, PROBE_TIMEOUT)
         if isinstance(probe, HeartbeatProbe):
             age = heartbeat_age(probe)
-            # A child that never wrote a heartbeat does not support one: judged by exit only.
-            return age is None or age <= max(HEARTBEAT_GRACE, self._settings.liveness_interval)
+            if age is None:
+                # No heartbeat yet: silent since it started (a child stuck before its first
+                # beat is as hung as one that stopped beating).
+                age = time.time() - (self.started_at or time.time())
+            return age <= max(HEARTBEAT_GRACE, self._settings.liveness_interval)
         return True

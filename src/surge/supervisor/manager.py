@@ -60,6 +60,7 @@ class Supervisor:
         self._signals: asyncio.Queue[int] = asyncio.Queue()
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
         self._exit_code = 0
         self._background: set[asyncio.Task[Any]] = set()
         self.queues = QueueBootstrap(settings, ctx.queue_listen, log)
@@ -94,9 +95,9 @@ class Supervisor:
             await asyncio.sleep(TICK)
 
     def _dispatch(self, signum: int) -> None:
-        name = signal.Signals(signum).name.lower()
-        handler = {"sigterm": self.handle_sigterm, "sigint": self.handle_sigint,
-                   "sighup": self.handle_sighup}.get(name)
+        handlers = {signal.SIGTERM: self.handle_sigterm, signal.SIGINT: self.handle_sigint,
+                    signal.SIGHUP: self.handle_sighup}
+        handler = handlers.get(signal.Signals(signum))
         if handler is not None:
             handler()
 
@@ -115,7 +116,13 @@ class Supervisor:
     def handle_sighup(self) -> None:
         from surge.supervisor.reload import reload_config
 
-        self._spawn(reload_config(self))
+        self._spawn(self._reload_once(reload_config))
+
+    async def _reload_once(self, reload: Any) -> None:
+        # A second SIGHUP during a reload waits for it: two rolling replacements of the same
+        # group at once could stop a successor before it serves.
+        async with self._reload_lock:
+            await reload(self)
 
     def _tick(self, now: float) -> None:
         for pool, address in self.targets.expire_drained(now):
@@ -156,6 +163,13 @@ class Supervisor:
             self.desired[(Kind.WORKER, name)] = worker.processes
             self._reconcile((Kind.WORKER, name))
         await self._until_running(Kind.GATEWAY, timeout=30.0)
+        gateways = [c for c in self.children.values() if c.kind == Kind.GATEWAY]
+        if gateways and all(c.state == ChildState.FAILED for c in gateways):
+            # Typically the port is taken: serving nothing while looking alive helps no one.
+            self.log.event("start_failed", level="error",
+                           message=f"no gateway process could start on "
+                                   f"{settings.gateway.listen}; see the gateway-N lines above")
+            return False
         self.log.event("up", admin=self.ctx.admin_url, gateway=str(settings.gateway.listen),
                        queue=str(self.ctx.queue_listen), data_dir=self.ctx.data_dir)
         return True

@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 
+import orjson
+
 from surge.supervisor.logs import LogSink
 from surge.supervisor.specs import ChildSpec, child_environment
 
@@ -37,6 +39,7 @@ class ChildProcess:
         self._group = group
         self._process: asyncio.subprocess.Process | None = None
         self._pumps: list[asyncio.Task[None]] = []
+        self.ready_event_seen = asyncio.Event()  # the spec's ready_event was printed
 
     @property
     def pid(self) -> int | None:
@@ -138,5 +141,19 @@ class ChildProcess:
                 self._emit(name, complete)
 
     def _emit(self, name: str, lines: list[bytes]) -> None:
+        if self.spec.ready_event and not self.ready_event_seen.is_set() and name == "stdout":
+            for line in lines:
+                if _is_event(line, self.spec.ready_event):
+                    self.ready_event_seen.set()
         self._log.child_lines(self.spec.name, name,
                               [line.decode("utf-8", "replace").rstrip("\r") for line in lines])
+
+
+def _is_event(line: bytes, event: str) -> bool:
+    if not line.startswith(b"{") or event.encode() not in line:
+        return False
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and record.get("event") == event

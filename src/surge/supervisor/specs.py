@@ -50,6 +50,10 @@ class ChildSpec:
     env: dict[str, str] = field(default_factory=dict)
     probe: Probe = None
     address: str | None = None  # pool instances: the target address "host:port"
+    # Ready only once the child printed {"event": READY_EVENT, …} on stdout. The gateway
+    # needs it: its port is shared (SO_REUSEPORT), so a probe of the port may be answered by
+    # a sibling and says nothing about this process.
+    ready_event: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,7 @@ def gateway_spec(ctx: LaunchContext, settings: Settings, index: int) -> ChildSpe
         name=f"gateway-{index}", kind=Kind.GATEWAY, group="gateway", index=index, argv=argv,
         cwd=settings.config_dir,
         probe=HttpProbe(*connectable(listen), "/health", "200-299") if listen.port else None,
+        ready_event="listening",
     )
 
 

@@ -117,12 +117,20 @@ def show_status(admin_url: str, *, as_json: bool, watch: bool) -> int:
                 print(json.dumps(previous), flush=True)
                 time.sleep(RATE_INTERVAL)
                 previous = fetch_state(admin_url)
+        if not console.is_terminal:  # piped: a fresh table per refresh, nothing redrawn
+            while True:
+                time.sleep(RATE_INTERVAL)
+                current = fetch_state(admin_url)
+                console.print(render(current, compute_rates(previous, current)))
+                previous = current
         with Live(render(previous, {}), console=console, refresh_per_second=2) as live:
             while True:
                 time.sleep(RATE_INTERVAL)
                 current = fetch_state(admin_url)
                 live.update(render(current, compute_rates(previous, current)))
                 previous = current
+    except BrokenPipeError:  # `surge status --watch | head`: the reader is done
+        return 0
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"surge status: cannot read {admin_url}/v1/state: {exc}", file=sys.stderr)
         return 1

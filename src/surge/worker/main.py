@@ -75,8 +75,12 @@ async def _serve(settings: Settings, group: str) -> int:
     from surge.queue.client import open_queue_client
     from surge.results import open_result_store
 
-    client = open_queue_client(settings.queue_backend)
-    store = open_result_store(settings)
+    try:
+        client = open_queue_client(settings.queue_backend)
+        store = open_result_store(settings)
+    except SurgeError as exc:
+        log.error("worker %s cannot open its queue or result store: %s", group, exc)
+        return EXIT_CONFIG_ERROR
     alive_file = liveness_path(settings, group)
     touching = asyncio.create_task(_touch_forever(alive_file))
     # Signals first: a SIGTERM while the handlers are still importing is a clean stop too.

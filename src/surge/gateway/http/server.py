@@ -18,7 +18,7 @@ from surge.gateway.exchange import RouteHandler
 from surge.gateway.http.accesslog import AccessLog, now_field
 from surge.gateway.http.limits import Limits
 from surge.gateway.http.protocol import Exchange, HttpConnection
-from surge.gateway.http.responses import DateCache
+from surge.gateway.http.responses import DateCache, simple_response
 
 Router = Callable[[str, str], RouteHandler]
 
@@ -34,6 +34,7 @@ class GatewayServer:
         self.accepting = True
         self._date = DateCache()
         self.date_header = self._date.header
+        self._health: dict[tuple[bool, bool], bytes] = {}
         self.server_port = 0
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -42,6 +43,15 @@ class GatewayServer:
 
     def route(self, method: str, path: str) -> RouteHandler:
         return self._router(method, path)
+
+    def health_response(self, keep_alive: bool, head_only: bool) -> bytes:
+        key = (keep_alive, head_only)
+        response = self._health.get(key)
+        if response is None:
+            response = simple_response(200, b"OK", self.date_header, close=not keep_alive,
+                                       head_only=head_only)
+            self._health[key] = response
+        return response
 
     def register(self, connection: HttpConnection) -> bool:
         if not self.accepting or len(self.connections) >= self.limits.max_connections:
@@ -87,6 +97,7 @@ class GatewayServer:
     def sweep(self, now: float) -> None:
         if self._date.refresh():
             self.date_header = self._date.header
+            self._health.clear()
         overdue = [c for c in self.connections if 0.0 < c.deadline <= now]
         for connection in overdue:
             connection.expire(now)

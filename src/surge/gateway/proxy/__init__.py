@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import resource
 import time
 from collections.abc import Callable
 
@@ -37,10 +39,16 @@ class ProxyService:
         settings: Settings,
         targets_from: str | None,
         *,
+        processes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``processes``: how many gateway processes share each target's concurrency limit
+        (default: as many as ``surge gateway`` starts for these settings)."""
         self.clock = clock
-        self.pools = {name: TargetPool(name, pool, clock) for name, pool in settings.pools.items()}
+        if processes is None:
+            processes = gateway_processes(settings)
+        self.pools = {name: TargetPool(name, pool, clock, processes=processes)
+                      for name, pool in settings.pools.items()}
         self.feed = TargetsFeed(targets_from, self._apply_feed) if targets_from else None
         if self.feed is None:
             for pool in self.pools.values():
@@ -97,3 +105,14 @@ class ProxyService:
             await asyncio.sleep(REAP_INTERVAL)
             for pool in self.pools.values():
                 pool.reap()
+
+
+def gateway_processes(settings: Settings) -> int:
+    """The number of processes ``surge gateway`` runs for ``settings`` (its own plan)."""
+    from surge.gateway.process import plan_processes
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    nofile = soft if soft != resource.RLIM_INFINITY else 1 << 20
+    gateway = settings.gateway
+    return plan_processes(gateway.processes, gateway.max_connections, os.cpu_count() or 1,
+                          nofile).processes

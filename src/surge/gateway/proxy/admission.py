@@ -19,7 +19,9 @@ from surge.gateway.proxy.balancing import Balancer, Target, routable
 @dataclass(eq=False, slots=True)
 class Waiter:
     excluded: Collection[Target] = ()  # targets already tried by this request (retries)
+    only: Target | None = None  # a health check waits for a slot on its own target
     granted: Target | None = None
+    prepared: object | None = None  # what the caller did at once when granted (see pool)
     on_grant: Callable[[Waiter], None] | None = field(default=None, repr=False)
 
 
@@ -43,6 +45,18 @@ class Admission:
         self.waiting.append(waiter)
         return True
 
+    def try_acquire_on(self, target: Target) -> bool:
+        """A slot on this very target (health checks): ahead of any waiter, whatever its
+        health, since a check must not wait behind the traffic it is judging."""
+        if not target.has_free_slot:
+            return False
+        target.in_flight += 1
+        return True
+
+    def enqueue_first(self, waiter: Waiter) -> None:
+        """Wait at the head of the line (health checks; never more than one per target)."""
+        self.waiting.appendleft(waiter)
+
     def cancel(self, waiter: Waiter) -> None:
         """The waiter gave up (timeout, client gone). A slot it was granted meanwhile is
         handed back by the caller through ``release``."""
@@ -63,16 +77,25 @@ class Admission:
         if not self.waiting:
             return granted
         candidates = routable(self.targets, now)
-        for waiter in list(self.waiting):
-            target = self.balancer.choose(candidates, waiter.excluded)
+        index = 0
+        # Walk the line without copying it: under overload thousands wait, and this runs
+        # on every release.
+        while index < len(self.waiting):
+            waiter = self.waiting[index]
+            if waiter.only is not None:
+                target = waiter.only if waiter.only.has_free_slot else None
+            else:
+                target = self.balancer.choose(candidates, waiter.excluded)
             if target is None:
-                if not waiter.excluded:
+                if not waiter.excluded and waiter.only is None:
                     break  # no free slot for anyone: later waiters cannot do better
-                continue  # only its excluded targets are free; a later waiter may use them
+                index += 1  # it wants particular targets; a later waiter may use the others
+                continue
+            del self.waiting[index]
             target.in_flight += 1
-            target.requests += 1
+            if waiter.only is None:
+                target.requests += 1
             waiter.granted = target
-            self.waiting.remove(waiter)
             granted.append(waiter)
             if waiter.on_grant is not None:
                 waiter.on_grant(waiter)

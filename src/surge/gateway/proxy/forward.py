@@ -21,9 +21,9 @@ from surge.gateway.proxy.errors import (
     UpstreamTimeout,
 )
 from surge.gateway.proxy.headers import request_head, request_headers, response_headers
-from surge.gateway.proxy.pool import TargetPool
+from surge.gateway.proxy.pool import Prepared, TargetPool
 from surge.gateway.proxy.retry import may_retry
-from surge.gateway.proxy.upstream import UpstreamConnection
+from surge.gateway.proxy.upstream import UpstreamConnection, UpstreamResponse
 
 log = logging.getLogger("surge.gateway.proxy")
 
@@ -77,21 +77,26 @@ class ProxyHandler:
             request.headers, client_host=request.client_host, scheme=request.scheme,
             server_port=request.server_port, body_length=length))
         tried: list[Target] = []
+        skip_body = request.method == "HEAD"
+        whole_request = (head + buffered if buffered else head) if buffered is not None else None
         while True:
             try:
-                target = await pool.acquire(tried)
+                target, prepared = await pool.acquire(tried, whole_request, skip_body)
             except NoCapacity as exc:
                 await _answer_from_gateway(response, 503, str(exc), retry_after=True)
                 return
             tried.append(target)
+            slot = _Slot(pool, target)
             try:
-                await self._attempt(target, request, response, head, buffered, streamed)
+                await self._attempt(slot, request, response, head, whole_request, streamed,
+                                    prepared)
                 return
             except ProxyError as exc:
                 if isinstance(exc, UpstreamConnectError):
                     pool.record_connect_failure(target)
                 retryable = isinstance(exc, UpstreamConnectError) or (
                     isinstance(exc, UpstreamBroken) and exc.nothing_received)
+                slot.release()  # before counting the targets left to try
                 if retryable and may_retry(
                     request.method, response_started=response.started,
                     body_replayable=streamed is None or not streamed.started,
@@ -112,40 +117,74 @@ class ProxyHandler:
                 await _answer_from_gateway(response, exc.http_status, str(exc))
                 return
             finally:
-                pool.release(target)
+                slot.release()
 
     async def _attempt(
         self,
-        target: Target,
+        slot: _Slot,
         request: Request,
         response: ResponseWriter,
         head: bytes,
-        buffered: bytes | None,
+        whole_request: bytes | None,
         streamed: _StreamedBody | None,
+        prepared: Prepared | None,
     ) -> None:
+        target = slot.target
         connections = self.pool.connections_to(target)
         started_at = self.clock()
-        connection, _ = await connections.get()
+        if prepared is not None:
+            connection, upstream = prepared  # sent already, when the slot was granted
+        else:
+            connection, _ = await connections.get()
+            upstream = connection.begin(skip_body=request.method == "HEAD")
         try:
-            connection.begin(skip_body=request.method == "HEAD")
-            if buffered is not None:
-                connection.write(head + buffered if buffered else head)
+            if prepared is None:
+                if whole_request is not None:
+                    connection.write(whole_request)
+                else:
+                    assert streamed is not None
+                    connection.write(head)
+                    await streamed.send(connection, self.read_timeout)
+
+            def release_early(done: UpstreamResponse) -> None:
+                # The whole response is buffered: free the connection and the slot now, so
+                # the next waiting request goes out in this same loop turn.
+                connections.put(connection, done)
+                slot.release()
+
+            if upstream.complete:
+                release_early(upstream)
             else:
-                assert streamed is not None
-                connection.write(head)
-                await streamed.send(connection, self.read_timeout)
-            await connection.read_head(self.read_timeout)
-            status = connection.status
+                upstream.on_complete = release_early
+            await upstream.read_head(self.read_timeout)
+            status = upstream.status
             if status >= 500:
                 target.responses_5xx += 1
             response.set_log_fields(target=target.address, target_status=status,
                                     target_time=round(self.clock() - started_at, 6))
-            response.start(status, response_headers(connection.headers))
-            while piece := await connection.read_body(self.read_timeout):
+            response.start(status, response_headers(upstream.headers))
+            while piece := await upstream.read_body(self.read_timeout):
                 await response.write(piece)
             await response.end()
         finally:
-            connections.put(connection)
+            upstream.on_complete = None
+            connections.put(connection, upstream)
+
+
+class _Slot:
+    """A request's place on a target; given back exactly once, early or at the end."""
+
+    __slots__ = ("held", "pool", "target")
+
+    def __init__(self, pool: TargetPool, target: Target) -> None:
+        self.pool = pool
+        self.target = target
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.pool.release(self.target)
 
 
 async def _read_small_body(body: RequestBody) -> bytes:

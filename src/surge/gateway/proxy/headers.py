@@ -47,7 +47,10 @@ def request_headers(
     named = connection_named(headers)
     forwarded_for: list[bytes] = []
     out: Headers = []
+    announced_length = False
     for name, value in headers:
+        if name == b"content-length":
+            announced_length = True
         if name == b"x-forwarded-for":
             forwarded_for.append(value.strip())
         elif name in _REPLACED_ON_REQUEST or _is_hop_by_hop(name, named):
@@ -62,7 +65,8 @@ def request_headers(
     out.append((b"x-real-ip", client))
     if body_length is None:
         out.append((b"transfer-encoding", b"chunked"))
-    elif body_length > 0:
+    elif body_length > 0 or announced_length:
+        # An empty POST keeps its "Content-Length: 0": some servers answer 411 without it.
         out.append((b"content-length", str(body_length).encode("latin-1")))
     return out
 

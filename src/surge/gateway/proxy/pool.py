@@ -13,15 +13,19 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from surge.config.settings import PoolSettings
 from surge.gateway.proxy.admission import Admission, Waiter
 from surge.gateway.proxy.balancing import Target, make_balancer, routable
-from surge.gateway.proxy.errors import NoCapacity
+from surge.gateway.proxy.errors import NoCapacity, ProxyError
 from surge.gateway.proxy.health import HealthChange, TargetHealth
-from surge.gateway.proxy.upstream import ConnectionPool
+from surge.gateway.proxy.upstream import ConnectionPool, UpstreamConnection, UpstreamResponse
 
 log = logging.getLogger("surge.gateway.proxy")
+
+# A request already sent on a pooled connection when its slot was granted.
+Prepared = tuple[UpstreamConnection, UpstreamResponse]
 
 # How long a target that refused a connection gets no traffic (nginx's fail_timeout).
 PASSIVE_EJECTION_TIME = 10.0
@@ -42,12 +46,21 @@ class PoolCounters:
 
 class TargetPool:
     def __init__(
-        self, name: str, settings: PoolSettings, clock: Callable[[], float]
+        self, name: str, settings: PoolSettings, clock: Callable[[], float],
+        *, processes: int = 1,
     ) -> None:
         self.name = name
         self.settings = settings
         self.clock = clock
-        self.limit = settings.max_concurrency_per_target or settings.workers
+        # The limit holds for the whole gateway, so each of its processes takes a share. A
+        # Starman worker serves one connection at a time: a connection beyond its worker
+        # count sits unserved in its backlog, so rounding down is the only safe way.
+        gateway_limit = settings.max_concurrency_per_target or settings.workers
+        self.limit = max(1, gateway_limit // processes)
+        if gateway_limit < processes:
+            log.warning("pool %s: %d gateway processes but a limit of %d per target: each "
+                        "process still sends 1, so a target may get %d at once", name,
+                        processes, gateway_limit, processes)
         self.admission = Admission(make_balancer(settings.balancing),
                                    settings.max_queued_requests)
         self.connections: dict[Target, ConnectionPool] = {}
@@ -126,16 +139,28 @@ class TargetPool:
                 self._remove(target)
 
     # --- slots ----------------------------------------------------------------------
-    async def acquire(self, excluded: Collection[Target] = ()) -> Target:
-        """A target with a free slot, waiting in line up to queue_timeout if need be."""
+    async def acquire(
+        self, excluded: Collection[Target] = (), request: bytes | None = None,
+        skip_body: bool = False,
+    ) -> tuple[Target, Prepared | None]:
+        """A target with a free slot, waiting in line up to queue_timeout if need be. When
+        the request (head and whole body) is given and the slot came free after a wait, it
+        is sent on an idle connection the moment the slot is granted: the target gets its
+        next request without waiting for this task to be scheduled."""
         target = self.admission.try_acquire(self.clock(), excluded)
         if target is not None:
-            return target
+            return target, None
         if not self.admission.has_targets():
             self.counters.rejected_no_targets += 1
             raise NoCapacity(f"pool {self.name!r} has no targets")
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiter = Waiter(excluded=tuple(excluded), on_grant=lambda _: _settle(granted))
+
+        def on_grant(waiter: Waiter) -> None:
+            if request is not None and waiter.granted is not None:
+                waiter.prepared = self._send_now(waiter.granted, request, skip_body)
+            _settle(granted)
+
+        waiter = Waiter(excluded=tuple(excluded), on_grant=on_grant)
         if not self.admission.enqueue(waiter):
             self.counters.rejected_queue_full += 1
             raise NoCapacity(f"pool {self.name!r}: {self.admission.max_waiting} requests "
@@ -147,17 +172,49 @@ class TargetPool:
         except TimeoutError:
             self.admission.cancel(waiter)
             if waiter.granted is not None:  # granted in the same loop turn as the timeout
-                return waiter.granted
+                return waiter.granted, _prepared(waiter)
             self.counters.rejected_queue_timeout += 1
             raise NoCapacity(f"pool {self.name!r}: no target free within "
                              f"{self.settings.queue_timeout:g}s") from None
         except BaseException:
             self.admission.cancel(waiter)
             if waiter.granted is not None:
+                prepared = _prepared(waiter)
+                if prepared is not None:  # sent, but nobody will read the answer
+                    self.connections[waiter.granted].put(prepared[0], None)
                 self.release(waiter.granted)
             raise
         assert waiter.granted is not None
-        return waiter.granted
+        return waiter.granted, _prepared(waiter)
+
+    def _send_now(self, target: Target, request: bytes, skip_body: bool) -> Prepared | None:
+        connections = self.connections.get(target)
+        connection = connections.take_idle() if connections is not None else None
+        if connections is None or connection is None:
+            return None
+        response = connection.begin(skip_body=skip_body)
+        try:
+            connection.write(request)
+        except ProxyError:
+            connections.put(connection, None)
+            return None
+        return connection, response
+
+    async def acquire_for_check(self, target: Target) -> None:
+        """A slot on ``target`` for its health check, ahead of waiting requests: the check
+        then rides a pooled connection, as a pre-fork server can serve no extra one."""
+        if self.admission.try_acquire_on(target):
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(only=target, on_grant=lambda _: _settle(granted))
+        self.admission.enqueue_first(waiter)
+        try:
+            await granted
+        except BaseException:
+            self.admission.cancel(waiter)
+            if waiter.granted is not None:
+                self.release(waiter.granted)
+            raise
 
     def release(self, target: Target) -> None:
         # Waiters given the freed slot are woken by their on_grant callback.
@@ -227,6 +284,10 @@ class TargetPool:
     def close(self) -> None:
         for connections in self.connections.values():
             connections.abort_all()
+
+
+def _prepared(waiter: Waiter) -> Prepared | None:
+    return cast(Prepared | None, waiter.prepared)
 
 
 def _settle(future: asyncio.Future[None]) -> None:

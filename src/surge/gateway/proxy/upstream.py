@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 import httptools
@@ -26,19 +27,13 @@ from surge.gateway.proxy.errors import (
 BODY_HIGH_WATER = 256 * 1024
 
 
-class UpstreamConnection(asyncio.Protocol):
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpResponseParser(self)
-        self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._write_paused = False
-        self.closed = False
-        self._begin_response(skip_body=False)
-        self._busy = False  # a request is outstanding on this connection
+class UpstreamResponse:
+    """One response as it arrives on a connection: head, body pieces, end or error. It
+    outlives its turn on the connection, so a finished response can still be read while
+    the connection already carries the next request."""
 
-    # --- the state of the current response ---------------------------------------------
-    def _begin_response(self, *, skip_body: bool) -> None:
+    def __init__(self, connection: UpstreamConnection, *, skip_body: bool) -> None:
+        self.connection = connection
         self.status = 0
         self.headers: Headers = []
         self.head_done = False
@@ -46,121 +41,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = True
         self.received_any = False
         self.error: ProxyError | None = None
-        self._skip_body = skip_body  # a HEAD response: headers announce a body never sent
-        self._informational = False
-        self._until_close = False  # neither Content-Length nor chunked: body ends at EOF
+        self.skip_body = skip_body  # a HEAD response: headers announce a body never sent
+        self.until_close = False  # neither Content-Length nor chunked: body ends at EOF
+        self.on_complete: Callable[[UpstreamResponse], None] | None = None
         self._body: list[bytes] = []
         self._body_size = 0
-        self._reading_paused = False
-        self._replace_parser = False
-
-    # --- asyncio.Protocol -------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport, but have its methods.
-        self._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if not self._busy:
-            # A response nobody asked for: the connection is out of step, drop it.
-            self.close()
-            return
-        self.received_any = True
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.error = UpstreamBroken(f"invalid response from the target: {exc}")
-            self.close()
-        if self._replace_parser:
-            # The parser still expects the body a HEAD response announced; start afresh.
-            self._parser = httptools.HttpResponseParser(self)
-            self._replace_parser = False
-        self._wake()
-
-    def eof_received(self) -> bool | None:
-        return False  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._busy and not self.complete and self.error is None:
-            if self.head_done and self._until_close:
-                self.complete = True
-                self.keep_alive = False
-            else:
-                self.error = UpstreamBroken(
-                    "the target closed the connection"
-                    + (" before responding" if not self.received_any else " mid-response"),
-                    nothing_received=not self.received_any,
-                )
-        self._wake()
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake()
-
-    # --- httptools callbacks ----------------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if 100 <= status < 200:
-            # 100 Continue and friends: not the response; llhttp completes them on its own.
-            self._informational = True
-            self.headers = []
-            return
-        self.status = status
-        self.head_done = True
-        self.keep_alive = self._parser.should_keep_alive()
-        if self._skip_body or status in (204, 304):
-            self.complete = True
-            self._replace_parser = self._skip_body
-            return
-        names = {name for name, _ in self.headers}
-        if b"content-length" not in names and b"transfer-encoding" not in names:
-            self._until_close = True
-            self.keep_alive = False
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-        self._body_size += len(body)
-        if self._body_size > BODY_HIGH_WATER and not self._reading_paused and self._transport:
-            self._reading_paused = True
-            self._transport.pause_reading()
-
-    def on_message_complete(self) -> None:
-        if self._informational:
-            self._informational = False
-            return
-        self.complete = True
-
-    # --- what the request cycle calls -------------------------------------------------
-    def begin(self, *, skip_body: bool) -> None:
-        """Prepare for the next request on this connection."""
-        self._begin_response(skip_body=skip_body)
-        self._busy = True
-
-    def write(self, data: bytes) -> None:
-        if self.closed or self._transport is None or self._transport.is_closing():
-            raise self.error or UpstreamBroken(
-                "the target closed the connection", nothing_received=not self.received_any
-            )
-        self._transport.write(data)
-
-    async def drain(self, timeout: float) -> None:
-        while self._write_paused and not self.closed:
-            await self._wait(timeout, "accepting the request body")
-        if self.closed and not self.complete:
-            self._raise_closed()
+        self._waiter: asyncio.Future[None] | None = None
 
     async def read_head(self, timeout: float) -> None:
         while not self.head_done:
-            if self.error is not None:
-                raise self.error
-            if self.closed:
-                self._raise_closed()
+            self._raise_if_failed()
             await self._wait(timeout, "responding")
         if self.error is not None:
             raise self.error
@@ -172,23 +62,190 @@ class UpstreamConnection(asyncio.Protocol):
                 data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
                 self._body.clear()
                 self._body_size = 0
-                if self._reading_paused and self._transport is not None:
-                    self._reading_paused = False
-                    self._transport.resume_reading()
+                if not self.complete:
+                    self.connection.resume_reading()
                 return data
             if self.complete:
                 return b""
-            if self.error is not None:
-                raise self.error
-            if self.closed:
-                self._raise_closed()
+            self._raise_if_failed()
             await self._wait(timeout, "sending the response body")
 
-    def finish(self) -> bool:
-        """End of the request cycle; True when the connection may carry another request."""
-        self._busy = False
-        return (self.complete and self.keep_alive and self.error is None and not self.closed
-                and not self._body)
+    def _raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.connection.closed:
+            raise UpstreamBroken("the target closed the connection",
+                                 nothing_received=not self.received_any)
+
+    def add_body(self, piece: bytes) -> int:
+        self._body.append(piece)
+        self._body_size += len(piece)
+        return self._body_size
+
+    @property
+    def reusable(self) -> bool:
+        """The connection may carry another request after this response."""
+        return self.complete and self.keep_alive and self.error is None
+
+    async def _wait(self, timeout: float, what: str) -> None:
+        # One future and one timer per wait: cheaper than asyncio.wait_for on the hot path.
+        loop = self.connection.loop
+        waiter = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(timeout, _expire, waiter, what, timeout)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to a target, carrying one request at a time."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._write_paused = False
+        self._reading_paused = False
+        self.closed = False
+        self.response: UpstreamResponse | None = None  # the one being received
+        self._informational = False
+        self._replace_parser = False
+
+    # --- asyncio.Protocol -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but have its methods.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        response = self.response
+        if response is None or response.complete:
+            # A response nobody asked for: the connection is out of step, drop it.
+            self.close()
+            return
+        response.received_any = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            response.error = UpstreamBroken(f"invalid response from the target: {exc}")
+            self.close()
+        if self._replace_parser:
+            # The parser still expects the body a HEAD response announced; start afresh.
+            self._parser = httptools.HttpResponseParser(self)
+            self._replace_parser = False
+        if response.complete:
+            self._finish_response(response)
+        response.wake()
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        response = self.response
+        if response is None:
+            return
+        if not response.complete and response.error is None:
+            if response.head_done and response.until_close:
+                response.complete = True
+                response.keep_alive = False
+            else:
+                response.error = UpstreamBroken(
+                    "the target closed the connection"
+                    + (" before responding" if not response.received_any else " mid-response"),
+                    nothing_received=not response.received_any,
+                )
+        response.wake()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.response is not None:
+            self.response.wake()
+
+    # --- httptools callbacks ----------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.response is not None
+        self.response.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        response = self.response
+        assert response is not None
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            # 100 Continue and friends: not the response; llhttp completes them on its own.
+            self._informational = True
+            response.headers = []
+            return
+        response.status = status
+        response.head_done = True
+        response.keep_alive = self._parser.should_keep_alive()
+        if response.skip_body or status in (204, 304):
+            response.complete = True
+            self._replace_parser = response.skip_body
+            return
+        names = {name for name, _ in response.headers}
+        if b"content-length" not in names and b"transfer-encoding" not in names:
+            response.until_close = True
+            response.keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        assert self.response is not None
+        if self.response.add_body(body) > BODY_HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            if self._transport is not None:
+                self._transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        assert self.response is not None
+        self.response.complete = True
+
+    # --- what the request cycle calls -------------------------------------------------
+    def begin(self, *, skip_body: bool) -> UpstreamResponse:
+        """Start the next request on this connection; its response will arrive here."""
+        self.response = UpstreamResponse(self, skip_body=skip_body)
+        return self.response
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self._transport is None or self._transport.is_closing():
+            response = self.response
+            raise (response.error if response is not None and response.error else None) or \
+                UpstreamBroken("the target closed the connection",
+                               nothing_received=response is None or not response.received_any)
+        self._transport.write(data)
+
+    async def drain(self, timeout: float) -> None:
+        response = self.response
+        assert response is not None
+        while self._write_paused and not self.closed:
+            await response._wait(timeout, "accepting the request body")
+        if self.closed and not response.complete:
+            response._raise_if_failed()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    def _finish_response(self, response: UpstreamResponse) -> None:
+        # The whole response is in memory: the connection is free for the next request
+        # now, before the task that asked for it even wakes up (see forward.py).
+        self.resume_reading()
+        if response.reusable and not self.closed and response.on_complete is not None:
+            hook, response.on_complete = response.on_complete, None
+            hook(response)
 
     def close(self) -> None:
         self.closed = True
@@ -199,28 +256,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         if self._transport is not None:
             self._transport.abort()
-
-    # --- waiting --------------------------------------------------------------------
-    async def _wait(self, timeout: float, what: str) -> None:
-        # One future and one timer per wait: cheaper than asyncio.wait_for on the hot path.
-        waiter = self._loop.create_future()
-        self._waiter = waiter
-        timer = self._loop.call_later(timeout, _expire, waiter, what, timeout)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _raise_closed(self) -> None:
-        raise self.error or UpstreamBroken(
-            "the target closed the connection", nothing_received=not self.received_any
-        )
 
 
 def _expire(waiter: asyncio.Future[None], what: str, timeout: float) -> None:
@@ -258,21 +293,32 @@ class ConnectionPool:
 
     async def get(self) -> tuple[UpstreamConnection, bool]:
         """A connection and whether it was reused."""
-        while self.idle:
-            connection = self.idle.pop()
-            if not connection.closed:
-                self.in_use.add(connection)
-                self.reused += 1
-                return connection, True
+        idle = self.take_idle()
+        if idle is not None:
+            return idle, True
         connection = await open_connection(self.host, self.port, self.connect_timeout)
         self.opened += 1
         self.in_use.add(connection)
         return connection, False
 
-    def put(self, connection: UpstreamConnection) -> None:
+    def take_idle(self) -> UpstreamConnection | None:
+        """An idle connection at once, or None (never opens one)."""
+        while self.idle:
+            connection = self.idle.pop()
+            if not connection.closed:
+                self.in_use.add(connection)
+                self.reused += 1
+                return connection
+        return None
+
+    def put(self, connection: UpstreamConnection, response: UpstreamResponse | None) -> None:
         """Return a connection after its request: kept if reusable and room is left."""
+        if connection not in self.in_use or (
+                response is not None and connection.response is not response):
+            return  # given back when its response completed, maybe carrying another already
         self.in_use.discard(connection)
-        if connection.finish() and len(self.idle) < self.max_idle:
+        if (response is not None and response.reusable and not connection.closed
+                and connection.response is response and len(self.idle) < self.max_idle):
             self.idle.append(connection)
         else:
             connection.close()
@@ -294,15 +340,15 @@ async def fetch(
     async with asyncio.timeout(timeout):
         connection = await open_connection(host, port, timeout)
         try:
-            connection.begin(skip_body=False)
+            response = connection.begin(skip_body=False)
             connection.write(
                 f"GET {path} HTTP/1.1\r\nHost: {host_header or f'{host}:{port}'}\r\n"
                 "User-Agent: surge-gateway\r\nConnection: close\r\n\r\n".encode("latin-1")
             )
-            await connection.read_head(timeout)
+            await response.read_head(timeout)
             pieces = []
-            while piece := await connection.read_body(timeout):
+            while piece := await response.read_body(timeout):
                 pieces.append(piece)
-            return connection.status, b"".join(pieces)
+            return response.status, b"".join(pieces)
         finally:
             connection.close()

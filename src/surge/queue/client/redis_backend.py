@@ -5,16 +5,18 @@ Layout (``P`` is the key prefix, default ``surge:sqs:``):
 
 - ``P q:<queue>``   hash — the queue's attributes (plus ``_dlq`` / ``_max_receive`` parsed
   from its RedrivePolicy)
-- ``P p:<queue>``   sorted set — messages waiting, scored by when they become visible (ms);
-  delayed messages have a future score
+- ``P p:<queue>``   sorted set — messages waiting, scored by when they become visible (ms;
+  delayed messages have a future score), or by sequence number in a FIFO queue
 - ``P f:<queue>``   sorted set — messages in flight, scored by their visibility deadline
 - ``P w:<queue>``   list — wake-up tokens for long polls, one pushed per message sent
+- ``P s:<queue>``   counter — FIFO sequence numbers
 - ``P m:<id>``      hash — one message: body, md5, sent, count, first, attrs
 
-Every state change is one Lua script, so it is atomic against every other client on every
-machine, and time is Redis's own clock (``TIME``), so machines with skewed clocks agree on
-visibility deadlines. Standard queues only: FIFO queues are refused with
-``UnsupportedOperation``.
+Every state change is one Lua script (``redis_scripts``), so it is atomic against every
+other client on every machine, and time is Redis's own clock (``TIME``), so machines with
+skewed clocks agree on visibility deadlines. FIFO queues (``.fifo``) keep the pending set
+in send order and hold back a group while one of its messages is in flight; deduplication
+ids live 5 minutes in ``P d:<queue>:<id>`` keys.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import orjson
 
 from surge.errors import QueueError, QueueUnavailable
+from surge.queue.client import redis_scripts as scripts
 from surge.queue.client import rules
 from surge.queue.interface import BatchFailure, OutgoingMessage, ReceivedMessage, SendResult
 
@@ -34,133 +37,9 @@ from surge.queue.interface import BatchFailure, OutgoingMessage, ReceivedMessage
 # expires pushes no wake-up token).
 _LONG_POLL_RECHECK = 1.0
 
-_NOW = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-"""
 
-_REQUIRE_QUEUE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return redis.error_reply('QueueDoesNotExist no queue named ' .. ARGV[2])
-end
-"""
-
-# KEYS: meta. ARGV: prefix, queue, then attribute name/value pairs.
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  for i = 3, #ARGV, 2 do
-    if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 0 end
-  end
-  return 1
-end
-""" + _NOW + """
-redis.call('HSET', KEYS[1], '_created', now, unpack(ARGV, 3))
-return 1
-"""
-
-# KEYS: meta, pending, wake. ARGV: prefix, queue, then id/body/md5/delay/attrs per message.
-_SEND = _REQUIRE_QUEUE + _NOW + """
-local default_delay = tonumber(redis.call('HGET', KEYS[1], 'DelaySeconds'))
-local sent = 0
-for i = 3, #ARGV, 5 do
-  local delay = tonumber(ARGV[i + 3]) or default_delay
-  redis.call('HSET', ARGV[1] .. 'm:' .. ARGV[i], 'body', ARGV[i + 1], 'md5', ARGV[i + 2],
-             'sent', now, 'count', 0, 'attrs', ARGV[i + 4])
-  redis.call('ZADD', KEYS[2], now + delay * 1000, ARGV[i])
-  redis.call('RPUSH', KEYS[3], 1)
-  sent = sent + 1
-end
-redis.call('LTRIM', KEYS[3], -1000, -1)
-redis.call('PEXPIRE', KEYS[3], 60000)
-return now
-"""
-
-# KEYS: meta, pending, in flight, wake. ARGV: prefix, queue, max, visibility timeout ('' =
-# default). Finding nothing clears the wake-up tokens: they are stale, and a long poll that
-# took them would only look again for nothing.
-_RECEIVE = _REQUIRE_QUEUE + _NOW + """
-local prefix, max = ARGV[1], tonumber(ARGV[3])
-local timeout = tonumber(ARGV[4]) or tonumber(redis.call('HGET', KEYS[1], 'VisibilityTimeout'))
-local retention = tonumber(redis.call('HGET', KEYS[1], 'MessageRetentionPeriod')) * 1000
-local dlq = redis.call('HGET', KEYS[1], '_dlq')
-local max_receive = tonumber(redis.call('HGET', KEYS[1], '_max_receive') or '0')
-local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'WITHSCORES')
-for i = 1, #expired, 2 do
-  redis.call('ZREM', KEYS[3], expired[i])
-  redis.call('ZADD', KEYS[2], expired[i + 1], expired[i])
-end
-local out = {}
-while #out < max do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, max - #out)
-  if #ids == 0 then break end
-  for _, id in ipairs(ids) do
-    local key = prefix .. 'm:' .. id
-    local sent = tonumber(redis.call('HGET', key, 'sent'))
-    redis.call('ZREM', KEYS[2], id)
-    if not sent or sent < now - retention then
-      redis.call('DEL', key)
-    elseif dlq and max_receive > 0
-        and tonumber(redis.call('HGET', key, 'count')) >= max_receive
-        and redis.call('EXISTS', prefix .. 'q:' .. dlq) == 1 then
-      redis.call('ZADD', prefix .. 'p:' .. dlq, now, id)
-      redis.call('RPUSH', prefix .. 'w:' .. dlq, 1)
-    else
-      local count = redis.call('HINCRBY', key, 'count', 1)
-      redis.call('HSETNX', key, 'first', now)
-      redis.call('ZADD', KEYS[3], now + timeout * 1000, id)
-      local f = redis.call('HMGET', key, 'body', 'md5', 'sent', 'first', 'attrs')
-      out[#out + 1] = {id, count, f[1], f[2], f[3], f[4], f[5]}
-    end
-  end
-end
-if #out == 0 then redis.call('DEL', KEYS[4]) end
-return out
-"""
-
-# KEYS: meta, pending, in flight. ARGV: prefix, queue, then id/count pairs.
-# A handle whose count is not the message's latest (it was received again since) is stale
-# and deletes nothing; so does a handle for a message no longer in this queue.
-_DELETE = _REQUIRE_QUEUE + """
-for i = 3, #ARGV, 2 do
-  local key = ARGV[1] .. 'm:' .. ARGV[i]
-  local count = redis.call('HGET', key, 'count')
-  local here = redis.call('ZSCORE', KEYS[3], ARGV[i]) or redis.call('ZSCORE', KEYS[2], ARGV[i])
-  if count and tonumber(count) == tonumber(ARGV[i + 1]) and here then
-    redis.call('ZREM', KEYS[3], ARGV[i])
-    redis.call('ZREM', KEYS[2], ARGV[i])
-    redis.call('DEL', key)
-  end
-end
-return 0
-"""
-
-# KEYS: meta, pending, in flight, wake. ARGV: prefix, queue, then id/count/timeout triples.
-# Returns the indexes (0-based) of entries whose message was not in flight.
-_CHANGE_VISIBILITY = _REQUIRE_QUEUE + _NOW + """
-local not_in_flight = {}
-for i = 3, #ARGV, 3 do
-  local id = ARGV[i]
-  local count = redis.call('HGET', ARGV[1] .. 'm:' .. id, 'count')
-  local deadline = tonumber(redis.call('ZSCORE', KEYS[3], id))
-  if count and tonumber(count) == tonumber(ARGV[i + 1]) and deadline and deadline > now then
-    redis.call('ZADD', KEYS[3], now + tonumber(ARGV[i + 2]) * 1000, id)
-    if tonumber(ARGV[i + 2]) == 0 then redis.call('RPUSH', KEYS[4], 1) end
-  else
-    not_in_flight[#not_in_flight + 1] = (i - 3) / 3
-  end
-end
-return not_in_flight
-"""
-
-# KEYS: meta, pending, in flight.
-_COUNTS = _REQUIRE_QUEUE + _NOW + """
-local returned = redis.call('ZCOUNT', KEYS[3], '-inf', now)
-return {
-  redis.call('ZCOUNT', KEYS[2], '-inf', now) + returned,
-  redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf'),
-  redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf'),
-}
-"""
+def _is_fifo(queue: str) -> bool:
+    return queue.endswith(".fifo")  # SQS ties the two: FIFO queue names end in .fifo
 
 
 def _import_redis() -> Any:
@@ -199,16 +78,16 @@ class RedisQueueClient:
         self._redis = redis_asyncio.Redis.from_pool(pool)
         self._scripts = {
             name: self._redis.register_script(source)
-            for name, source in (("create", _CREATE), ("send", _SEND), ("receive", _RECEIVE),
-                                 ("delete", _DELETE), ("visibility", _CHANGE_VISIBILITY),
-                                 ("counts", _COUNTS))
+            for name, source in (
+                ("create", scripts.CREATE), ("send", scripts.SEND),
+                ("receive", scripts.RECEIVE), ("send_fifo", scripts.SEND_FIFO),
+                ("receive_fifo", scripts.RECEIVE_FIFO), ("delete", scripts.DELETE),
+                ("visibility", scripts.CHANGE_VISIBILITY), ("counts", scripts.COUNTS),
+            )
         }
 
     async def create_queue(self, name: str, attributes: dict[str, str] | None = None) -> str:
-        given = attributes or {}
-        if given.get("FifoQueue", "false").lower() == "true":
-            raise QueueError("UnsupportedOperation", "the redis backend has no FIFO queues")
-        full = rules.validate_queue_attributes(name, given)
+        full = rules.validate_queue_attributes(name, attributes or {})
         if "RedrivePolicy" in full:
             policy = rules.parse_redrive_policy(full["RedrivePolicy"])
             full["_dlq"] = policy.dead_letter_queue
@@ -250,9 +129,10 @@ class RedisQueueClient:
         keys = [self._key("q", queue), self._key("p", queue), self._key("f", queue),
                 self._key("w", queue)]
         arguments = [queue, max_messages, "" if visibility_timeout is None else visibility_timeout]
+        script = "receive_fifo" if _is_fifo(queue) else "receive"
         give_up_at = time.monotonic() + wait_seconds
         while True:
-            rows = await self._run("receive", keys, arguments)
+            rows = await self._run(script, keys, arguments)
             remaining = give_up_at - time.monotonic()
             if rows or remaining <= 0:
                 return [self._received(queue, row) for row in rows]
@@ -336,40 +216,66 @@ class RedisQueueClient:
     async def _send_many(
         self, queue: str, messages: list[OutgoingMessage]
     ) -> tuple[list[SendResult | None], list[BatchFailure]]:
+        fifo = _is_fifo(queue)
         results: list[SendResult | None] = [None] * len(messages)
         failures: list[BatchFailure] = []
         arguments: list[str | int | bytes] = [queue]
+        accepted: list[tuple[int, str]] = []  # (index, md5) of messages passed to the script
         for index, message in enumerate(messages):
             try:
                 rules.check_outgoing_message(
-                    message, fifo=False, max_size=rules.DEFAULT_MAX_MESSAGE_SIZE
+                    message, fifo=fifo, max_size=rules.DEFAULT_MAX_MESSAGE_SIZE
                 )
             except QueueError as exc:
                 failures.append(BatchFailure(index, exc.code, str(exc)))
                 continue
             message_id, md5 = str(uuid.uuid4()), rules.md5_hex(message.body)
-            delay = "" if message.delay_seconds is None else message.delay_seconds
-            arguments += [message_id, message.body, md5, delay, orjson.dumps(message.attributes)]
-            results[index] = SendResult(message_id, md5)
-        if len(arguments) > 1:
+            attributes = orjson.dumps(message.attributes)
+            if fifo:
+                arguments += [message_id, message.body, md5, attributes, message.group_id or "",
+                              message.deduplication_id or "",
+                              rules.content_deduplication_id(message.body)]
+            else:
+                delay = "" if message.delay_seconds is None else message.delay_seconds
+                arguments += [message_id, message.body, md5, delay, attributes]
+                results[index] = SendResult(message_id, md5)
+            accepted.append((index, md5))
+        if accepted and fifo:
+            keys = [self._key("q", queue), self._key("p", queue), self._key("w", queue),
+                    self._key("s", queue)]
+            outcomes = await self._run("send_fifo", keys, arguments)
+            for (index, md5), (message_id, detail) in zip(accepted, outcomes, strict=True):
+                if message_id:
+                    results[index] = SendResult(message_id.decode(), md5, detail.decode())
+                else:
+                    failures.append(BatchFailure(
+                        index, detail.decode(),
+                        "FIFO queue without ContentBasedDeduplication needs a "
+                        "MessageDeduplicationId"))
+        elif accepted:
             keys = [self._key("q", queue), self._key("p", queue), self._key("w", queue)]
             await self._run("send", keys, arguments)
-        return results, failures
+        return results, sorted(failures, key=lambda failure: failure.index)
 
     def _received(self, queue: str, row: list[Any]) -> ReceivedMessage:
-        message_id, count, body, md5, sent, first, attributes = row
+        message_id, count, body, md5, sent, first, attributes, *fifo_fields = row
         message_id = message_id.decode()
+        system_attributes = {
+            "SenderId": self._account_id,
+            "SentTimestamp": sent.decode(),
+            "ApproximateReceiveCount": str(count),
+            "ApproximateFirstReceiveTimestamp": first.decode(),
+        }
+        if fifo_fields:
+            group, deduplication, sequence = (field.decode() for field in fifo_fields)
+            system_attributes.update(MessageGroupId=group, MessageDeduplicationId=deduplication,
+                                     SequenceNumber=sequence)
         return ReceivedMessage(
             message_id=message_id,
             receipt_handle=self._encode_handle(queue, message_id, int(count)),
             body=body.decode(),
             md5_of_body=md5.decode(),
-            attributes={
-                "SenderId": self._account_id,
-                "SentTimestamp": sent.decode(),
-                "ApproximateReceiveCount": str(count),
-                "ApproximateFirstReceiveTimestamp": first.decode(),
-            },
+            attributes=system_attributes,
             message_attributes=orjson.loads(attributes),
         )
 

@@ -7,6 +7,7 @@ database is the truth after a restart; the broker is rebuilt from it by ``load_*
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import uuid
 from collections import deque
@@ -78,9 +79,11 @@ class QueueState:
     tags: dict[str, str] = field(default_factory=dict)
     purged_at: int = 0  # ms; a second PurgeQueue within 60 s is refused
     messages: dict[int, StoredMessage] = field(default_factory=dict)  # seq order
-    ready: deque[int] = field(default_factory=deque)  # visible candidates (may be stale)
+    ready: deque[int] = field(default_factory=deque)  # standard: visible candidates (may be stale)
+    groups: dict[str | None, deque[int]] = field(default_factory=dict)  # FIFO: seqs per group
     timers: list[tuple[int, int]] = field(default_factory=list)  # (visible_at, seq) heap
     dedup: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # → (id, seq, expires)
+    dedup_swept_at: int = 0
 
     @property
     def fifo(self) -> bool:
@@ -97,12 +100,25 @@ class QueueState:
         parsed = orjson.loads(policy)
         return str(parsed["deadLetterTargetArn"]), int(parsed["maxReceiveCount"])
 
+    def add(self, message: StoredMessage) -> None:
+        self.messages[message.seq] = message
+        if self.fifo:
+            self.groups.setdefault(message.group_id, deque()).append(message.seq)
+        self.track(message)
+
     def track(self, message: StoredMessage) -> None:
-        """Index a message by when it can next be received."""
-        if message.life.state is State.VISIBLE:
-            self.ready.append(message.seq)
-        else:
+        """Index a message by when it can next be received. Entries are never removed: a
+        reader skips those that no longer match the message (deleted, received again)."""
+        if message.life.state is not State.VISIBLE:
             heapq.heappush(self.timers, (message.life.visible_at, message.seq))
+        elif not self.fifo:
+            self.ready.append(message.seq)
+
+    def clear(self) -> None:
+        self.messages.clear()
+        self.ready.clear()
+        self.timers.clear()
+        self.groups.clear()
 
     def promote(self, now: int) -> None:
         """Move messages whose delay or visibility ran out to the ready line."""
@@ -111,11 +127,14 @@ class QueueState:
             message = self.messages.get(seq)
             if message is not None and message.life.visible_at == visible_at:
                 message.life.settle(now)
-                if message.life.state is State.VISIBLE:
+                if message.life.state is State.VISIBLE and not self.fifo:
                     self.ready.append(seq)
 
     def next_change_at(self) -> int | None:
         return self.timers[0][0] if self.timers else None
+
+
+DEDUP_SWEEP_INTERVAL_MS = 60_000  # expired dedup ids are ignored anyway; memory is freed lazily
 
 
 def arn_queue_name(arn: str) -> str:
@@ -226,25 +245,29 @@ class Broker:
         queue.purged_at = now
         for message in queue.messages.values():
             message.life.purge()
-        queue.messages.clear()
-        queue.ready.clear()
-        queue.timers.clear()
+        queue.clear()
         self.journal.queue_purged(name, self.next_seq)
 
     def counts(self, name: str, now: int) -> tuple[int, int, int]:
-        """(visible, in flight, delayed) after settling the clock."""
+        """(visible, in flight, delayed) as of ``now``.
+
+        Only the timer heap is walked — after ``promote`` every current entry in it is a
+        message not yet visible — so a large visible backlog costs nothing here."""
         queue = self.queue(name)
         self._sweep(queue, now)
-        visible = in_flight = delayed = 0
-        for message in queue.messages.values():
-            state = message.life.settle(now)
-            if state is State.VISIBLE:
-                visible += 1
-            elif state is State.IN_FLIGHT:
+        queue.promote(now)
+        in_flight = delayed = 0
+        counted: set[int] = set()
+        for visible_at, seq in queue.timers:
+            message = queue.messages.get(seq)
+            if message is None or message.life.visible_at != visible_at or seq in counted:
+                continue  # a stale entry: the message was deleted or its deadline moved
+            counted.add(seq)
+            if message.life.settle(now) is State.IN_FLIGHT:
                 in_flight += 1
             else:
                 delayed += 1
-        return visible, in_flight, delayed
+        return len(queue.messages) - in_flight - delayed, in_flight, delayed
 
     def dead_letter_sources(self, name: str) -> list[str]:
         arn = self.arn(self.queue(name).name)
@@ -301,8 +324,7 @@ class Broker:
             group_id=group_id, dedup_id=dedup_id if queue.fifo else None,
         )
         self.next_seq += 1
-        queue.messages[message.seq] = message
-        queue.track(message)
+        queue.add(message)
         self.journal.message_added(name, message)
         if queue.fifo and dedup_id is not None:
             expires = now + rules.FIFO_DEDUP_WINDOW_MS
@@ -332,7 +354,7 @@ class Broker:
                 raise rules.invalid("MessageDeduplicationId can only contain characters !-~.")
             return dedup_id
         if queue.attributes.get("ContentBasedDeduplication") == "true":
-            return rules.hashlib.sha256(body.encode()).hexdigest()
+            return hashlib.sha256(body.encode()).hexdigest()
         raise rules.invalid(
             "The queue should either have ContentBasedDeduplication enabled or "
             "MessageDeduplicationId provided explicitly"
@@ -375,27 +397,29 @@ class Broker:
 
     @staticmethod
     def _fifo_candidates(queue: QueueState, now: int, max_messages: int) -> list[StoredMessage]:
-        """In order within each group; a group with a message in flight (or still delayed
-        ahead of the others) is blocked. Messages of one group are handed out together."""
+        """The visible messages at the head of the first group not blocked — a group is
+        blocked while its oldest message is in flight (or still delayed). One group per
+        receive, in order, as SQS hands out messages of the same group together."""
         queue.promote(now)
-        blocked: set[str | None] = set()
-        taken: list[StoredMessage] = []
-        taken_group: str | None = None
-        for message in queue.messages.values():
-            group = message.group_id
-            if group in blocked:
+        for group, seqs in list(queue.groups.items()):
+            while seqs and seqs[0] not in queue.messages:
+                seqs.popleft()  # deleted, expired, dead-lettered or moved
+            if not seqs:
+                del queue.groups[group]
                 continue
-            if message.life.settle(now) is not State.VISIBLE:
-                blocked.add(group)
-                continue
-            if taken and group != taken_group:
-                # Prefer filling the batch from the first group served, as SQS does.
-                continue
-            taken.append(message)
-            taken_group = group
-            if len(taken) >= max_messages:
-                break
-        return taken
+            taken: list[StoredMessage] = []
+            for seq in seqs:
+                message = queue.messages.get(seq)
+                if message is None:
+                    continue
+                if message.life.settle(now) is not State.VISIBLE:
+                    break
+                taken.append(message)
+                if len(taken) >= max_messages:
+                    break
+            if taken:
+                return taken
+        return []
 
     def _dead_letter(self, queue: QueueState, message: StoredMessage, dlq_name: str,
                      now: int) -> None:
@@ -414,8 +438,7 @@ class Broker:
             receive_count=old.receive_count if keep_receive_count else 0,
             first_receive_at=old.first_receive_at if keep_receive_count else None,
             receipt_token=old.receipt_token)
-        target.messages[message.seq] = message
-        target.track(message)
+        target.add(message)
         self.journal.message_changed(target.name, message)
 
     def _sweep(self, queue: QueueState, now: int) -> None:
@@ -430,8 +453,9 @@ class Broker:
             message.life.expire()
             del queue.messages[message.seq]
             self.journal.message_removed(message.seq)
-        if queue.dedup and len(queue.dedup) > 1000:
+        if queue.dedup and now - queue.dedup_swept_at >= DEDUP_SWEEP_INTERVAL_MS:
             queue.dedup = {k: v for k, v in queue.dedup.items() if v[2] > now}
+            queue.dedup_swept_at = now
 
     def _live_message(self, name: str, receipt_handle: str) -> tuple[QueueState, StoredMessage,
                                                                       int] | None:
@@ -507,8 +531,7 @@ class Broker:
         queue = self.queues.get(name)
         if queue is None:
             return
-        queue.messages[message.seq] = message
-        queue.track(message)
+        queue.add(message)
         self.next_seq = max(self.next_seq, message.seq + 1)
 
 

@@ -23,6 +23,8 @@ log = logging.getLogger("surge.queue.server")
 
 DATABASE_NAME = "queue.db"
 SHUTDOWN_TIMEOUT = 10.0
+# A 1 MiB batch grows when JSON-escaped (up to 6 bytes per character); beyond this, 413.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -34,6 +36,7 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -72,36 +75,46 @@ class RunningQueueServer:
         host, port = backend.listen
         app = QueueApp(self.service, access_keys=list(backend.access_keys),
                        default_host=f"{host}:{port}")
-        self.server = await start_simple_server(app, host, port, max_body_size=2 * 1024 * 1024)
+        self.server = await start_simple_server(app, host, port, max_body_size=MAX_REQUEST_BYTES)
         bound = self.server.sockets[0].getsockname()
         self.address = (str(bound[0]), int(bound[1]))
-        log.info(json.dumps({"event": "listening", "address": f"{bound[0]}:{bound[1]}",
-                             "database": str(self.store.path), "queues": len(self.broker.queues),
-                             "messages": loaded}))
+        log.info("listening", extra={"fields": {
+            "address": f"{bound[0]}:{bound[1]}", "database": str(self.store.path),
+            "queues": len(self.broker.queues), "messages": loaded}})
 
     async def stop(self) -> None:
         """Stop accepting, end long polls, finish requests, commit, close the database."""
-        log.info(json.dumps({"event": "stopping"}))
+        log.info("stopping")
         self.service.stop()
         if self.server is not None:
             await shutdown_simple_server(self.server, SHUTDOWN_TIMEOUT)
         await self.store.close()
-        log.info(json.dumps({"event": "stopped", "commits": self.store.commits}))
+        log.info("stopped", extra={"fields": {"commits": self.store.commits}})
 
 
-async def run_server(settings: Settings) -> None:
-    """Serve until SIGTERM/SIGINT."""
+async def run_server(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT (exit status 0) or until the database fails (1: memory and
+    disk may disagree, so the supervisor must restart us from the database)."""
     running = RunningQueueServer(settings)
     await running.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    stopped = loop.create_task(stop.wait())
+    failed = loop.create_task(running.store.failure())
+    await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
+    if failed.done():
+        log.critical("database failed; exiting so the queue is rebuilt from disk",
+                     extra={"fields": {"error": str(failed.result())}})
+        stopped.cancel()
+        return 1
+    failed.cancel()
     await running.stop()
+    return 0
 
 
 def serve(settings: Settings) -> None:
     """Blocking entry point of ``surge queue serve``."""
     _configure_logging()
-    uvloop.run(run_server(settings))
+    sys.exit(uvloop.run(run_server(settings)))

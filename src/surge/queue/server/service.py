@@ -6,9 +6,7 @@ wire formats in ``wire``. Every mutating action returns only after its changes a
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,17 +20,12 @@ from surge.queue.server.broker import (
     arn_queue_name,
     encode_receipt_handle,
 )
+from surge.queue.server.longpoll import LongPollWaiters
+from surge.queue.server.moves import MessageMover
 from surge.queue.server.store import SqliteStore
 
 Params = dict[str, Any]
 Result = dict[str, Any]
-
-_RECEIVE_SYSTEM_ATTRIBUTES = (
-    "SenderId", "SentTimestamp", "ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp",
-    "MessageGroupId", "MessageDeduplicationId", "SequenceNumber", "AWSTraceHeader",
-    "DeadLetterQueueSourceArn",
-)
-
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -45,28 +38,16 @@ class CallContext:
     path: str = "/"  # the query protocol may address the queue by the request path
 
 
-@dataclass(slots=True)
-class MoveTask:
-    handle: str
-    source: str
-    destination: str | None  # None: back to each message's source queue
-    rate: int | None
-    started_at: int
-    to_move: int
-    moved: int = 0
-    status: str = "RUNNING"
-    failure: str | None = None
-
-
 class QueueService:
+    """One method per SQS action; ``call`` dispatches by action name from a fixed table."""
+
     def __init__(self, broker: Broker, store: SqliteStore | None = None,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
         self.broker = broker
         self.store = store
         self.clock = clock
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
-        self._move_tasks: dict[str, MoveTask] = {}
-        self._move_runners: set[asyncio.Task[None]] = set()
+        self.waiters = LongPollWaiters()
+        self.mover = MessageMover(broker, self._durable, self.waiters.wake, clock)
         self.stopping = False
         self._actions: dict[str, Callable[[Params, CallContext], Awaitable[Result]]] = {
             "CreateQueue": self.create_queue,
@@ -127,20 +108,13 @@ class QueueService:
             raise rules.invalid(f"Value {arn} for parameter {parameter} is invalid.")
         return self.broker.queue(arn_queue_name(arn))
 
-    # -- long-poll wake-ups -------------------------------------------------------------------
-
-    def _notify(self, name: str) -> None:
-        for waiter in self._waiters.pop(name, ()):
-            if not waiter.done():
-                waiter.set_result(None)
+    # -- shutdown -----------------------------------------------------------------------------
 
     def stop(self) -> None:
         """End every long poll now (SIGTERM) and stop move tasks."""
         self.stopping = True
-        for name in list(self._waiters):
-            self._notify(name)
-        for runner in self._move_runners:
-            runner.cancel()
+        self.waiters.wake_everyone()
+        self.mover.stop()
 
     # -- queues -------------------------------------------------------------------------------
 
@@ -174,7 +148,7 @@ class QueueService:
     async def delete_queue(self, params: Params, context: CallContext) -> Result:
         name = self._queue_name(params, context)
         self.broker.delete_queue(name)
-        self._notify(name)
+        self.waiters.wake(name)
         await self._durable()
         return {}
 
@@ -277,7 +251,7 @@ class QueueService:
     async def send_message(self, params: Params, context: CallContext) -> Result:
         name = self._queue_name(params, context)
         result = self._send_one(name, params, context)
-        self._notify(name)
+        self.waiters.wake(name, 1)
         await self._durable()
         return result
 
@@ -300,7 +274,7 @@ class QueueService:
             else:
                 successful.append({"Id": entry["Id"], **result})
         if successful:
-            self._notify(name)
+            self.waiters.wake(name, len(successful))
         await self._durable()
         return {"Successful": successful, "Failed": failed}
 
@@ -335,7 +309,6 @@ class QueueService:
 
     async def _receive_waiting(self, name: str, max_messages: int, visibility: int | None,
                                wait_seconds: int) -> list[Delivery]:
-        loop = asyncio.get_running_loop()
         deadline = self.clock() + wait_seconds * 1000
         while True:
             deliveries = self.broker.receive(name, self.clock(), max_messages, visibility)
@@ -349,14 +322,8 @@ class QueueService:
             next_change = queue.next_change_at()
             if next_change is not None:
                 wake_at = min(wake_at, next_change)
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(name, set()).add(waiter)
-            try:
-                await asyncio.wait((waiter,), timeout=max(0.0, (wake_at - now) / 1000) + 0.001)
-            finally:
-                waiters = self._waiters.get(name)
-                if waiters is not None:
-                    waiters.discard(waiter)
+            # Sleep until woken by a send, or until the next delay / visibility deadline.
+            await self.waiters.wait(name, max(0.0, (wake_at - now) / 1000) + 0.001)
 
     def _render(self, delivery: Delivery, system_names: set[str],
                 attribute_names: list[str]) -> Result:
@@ -429,7 +396,7 @@ class QueueService:
             )
         self.broker.change_visibility(name, handle, timeout, self.clock())
         if timeout == 0:
-            self._notify(name)
+            self.waiters.wake(name, 1)
 
     async def change_message_visibility(self, params: Params, context: CallContext) -> Result:
         self._change_one(self._queue_name(params, context), params)
@@ -453,73 +420,19 @@ class QueueService:
     # -- message move tasks -------------------------------------------------------------------
 
     async def start_message_move_task(self, params: Params, context: CallContext) -> Result:
-        source_arn = str(rules.require(params, "SourceArn"))
-        source = self._queue_from_arn(source_arn, "SourceArn")
-        if not self.broker.dead_letter_sources(source.name):
-            raise rules.invalid("Source queue must be configured as a Dead Letter Queue.")
+        source = self._queue_from_arn(str(rules.require(params, "SourceArn")), "SourceArn")
         destination_arn = params.get("DestinationArn")
         destination = None
         if destination_arn:
             destination = self._queue_from_arn(str(destination_arn), "DestinationArn").name
         rate = rules.int_param(params, "MaxNumberOfMessagesPerSecond", 1, 500)
-        if any(t.source == source.name and t.status == "RUNNING"
-               for t in self._move_tasks.values()):
-            raise rules.invalid("There is already a task running. Only one active task is "
-                                "allowed for a source queue arn at a given time.")
-        visible, _, _ = self.broker.counts(source.name, self.clock())
-        task = MoveTask(str(uuid.uuid4()), source.name, destination, rate, self.clock(), visible)
-        self._move_tasks[task.handle] = task
-        runner = asyncio.get_running_loop().create_task(self._run_move(task))
-        self._move_runners.add(runner)
-        runner.add_done_callback(self._move_runners.discard)
-        return {"TaskHandle": task.handle}
-
-    async def _run_move(self, task: MoveTask) -> None:
-        tick = 0.1
-        per_tick = max(1, int((task.rate or 500) * tick)) if task.rate else 1000
-        try:
-            while task.status == "RUNNING":
-                if task.moved >= task.to_move:
-                    task.status = "COMPLETED"
-                    break
-                limit = min(per_tick, task.to_move - task.moved)
-                moved = self._move_step(task, limit)
-                await self._durable()
-                task.moved += moved
-                if moved == 0:
-                    task.status = "COMPLETED"
-                    break
-                await asyncio.sleep(tick)
-        except QueueError as exc:
-            task.status, task.failure = "FAILED", str(exc)
-
-    def _move_step(self, task: MoveTask, limit: int) -> int:
-        now = self.clock()
-        if task.destination is not None:
-            moved = self.broker.move_messages(task.source, task.destination, limit, now)
-            self._notify(task.destination)
-            return moved
-        moved = 0
-        sources = self.broker.dead_letter_sources(task.source)
-        source_queue = self.broker.queue(task.source)
-        for message in list(source_queue.messages.values())[: limit * 4]:
-            if moved >= limit:
-                break
-            origin = message.origin_queue if message.origin_queue in self.broker.queues \
-                else (sources[0] if len(sources) == 1 else None)
-            if origin is None:
-                continue
-            moved += self.broker.move_message(task.source, message.seq, origin, now)
-            self._notify(origin)
-        return moved
+        return {"TaskHandle": self.mover.start(source.name, destination, rate).handle}
 
     async def list_message_move_tasks(self, params: Params, context: CallContext) -> Result:
         source = self._queue_from_arn(str(rules.require(params, "SourceArn")), "SourceArn")
         max_results = rules.int_param(params, "MaxResults", 1, 10, 1)
-        tasks = [t for t in self._move_tasks.values() if t.source == source.name]
-        tasks.sort(key=lambda t: t.started_at, reverse=True)
         results = []
-        for task in tasks[:max_results]:
+        for task in self.mover.tasks_of(source.name)[:max_results]:
             entry: Result = {
                 "Status": task.status,
                 "SourceArn": self.broker.arn(task.source),
@@ -539,14 +452,7 @@ class QueueService:
         return {"Results": results}
 
     async def cancel_message_move_task(self, params: Params, context: CallContext) -> Result:
-        handle = str(rules.require(params, "TaskHandle"))
-        task = self._move_tasks.get(handle)
-        if task is None:
-            raise QueueError("ResourceNotFoundException", "The resource that you specified "
-                             "for the TaskHandle parameter doesn't exist.")
-        if task.status != "RUNNING":
-            raise rules.invalid("Only active tasks can be cancelled.")
-        task.status = "CANCELLED"
+        task = self.mover.cancel(str(rules.require(params, "TaskHandle")))
         return {"ApproximateNumberOfMessagesMoved": task.moved}
 
 

@@ -94,6 +94,7 @@ class SqliteStore:
         self._wakeup: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
+        self._in_flight: asyncio.Future[None] | None = None  # the batch being committed
         self.commits = 0
         self.committed_statements = 0
 
@@ -117,6 +118,17 @@ class SqliteStore:
         self._thread.submit(self._db.close).result()
         self._thread.shutdown()
 
+    async def failure(self) -> BaseException:
+        """Wait until a commit fails; returns its error."""
+        assert self._writer is not None
+        try:
+            await asyncio.shield(self._writer)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            return exc
+        return StoreFailed("the writer stopped")
+
     # -- group commit -----------------------------------------------------------------------
 
     def _add(self, sql: str, params: tuple[Any, ...]) -> None:
@@ -138,8 +150,6 @@ class SqliteStore:
                 await asyncio.shield(self._in_flight)
             return
         await asyncio.shield(batch.done)
-
-    _in_flight: asyncio.Future[None] | None = None
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()

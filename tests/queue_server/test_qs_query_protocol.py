@@ -112,3 +112,11 @@ def test_query_protocol_errors(server: ServerThread) -> None:
 def test_ping(server: ServerThread) -> None:
     with urllib.request.urlopen(server.endpoint + "/_surge/ping", timeout=5) as response:
         assert response.status == 200
+
+
+def test_query_protocol_over_get(server: ServerThread) -> None:
+    post(server.endpoint + "/", Action="CreateQueue", QueueName="viaget")
+    query = urllib.parse.urlencode({"Action": "GetQueueUrl", "QueueName": "viaget"})
+    with urllib.request.urlopen(f"{server.endpoint}/?{query}", timeout=5) as response:
+        root = ET.fromstring(response.read())
+    assert texts(root, ".//sqs:QueueUrl")[0].endswith("/viaget")

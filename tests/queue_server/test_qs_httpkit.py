@@ -29,8 +29,8 @@ async def _handler(request: SimpleRequest) -> SimpleResponse:
     return SimpleResponse(200, body, headers=[("x-test", request.headers.get("x-test", "-"))])
 
 
-async def _serve(**kwargs: int) -> tuple[asyncio.Server, int]:
-    server = await start_simple_server(_handler, "127.0.0.1", 0, **kwargs)
+async def _serve(max_body_size: int = 1024) -> tuple[asyncio.Server, int]:
+    server = await start_simple_server(_handler, "127.0.0.1", 0, max_body_size=max_body_size)
     port = server.sockets[0].getsockname()[1]
     return server, port
 

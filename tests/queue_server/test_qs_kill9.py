@@ -36,8 +36,8 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and process.poll() is None:
         for line in log_path.read_text().splitlines():
-            event = json.loads(json.loads(line)["message"])
-            if event.get("event") == "listening":
+            event = json.loads(line)
+            if event["message"] == "listening":
                 return process, f"http://{event['address']}"
         time.sleep(0.05)
     process.kill()

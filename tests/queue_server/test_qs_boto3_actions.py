@@ -504,3 +504,33 @@ def test_restart_keeps_queues_messages_and_handles(tmp_path: Path) -> None:
         assert values["ApproximateNumberOfMessages"] == "0"
     finally:
         server.stop()
+
+
+def test_fifo_dead_letter_queue_and_dedup_survive_restart(tmp_path: Path) -> None:
+    server = ServerThread(tmp_path).start()
+    try:
+        sqs = make_client(server.endpoint)
+        dlq = new_queue(sqs, "dead.fifo", FifoQueue="true")
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        url = new_queue(sqs, "live.fifo", FifoQueue="true", RedrivePolicy=json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1"}))
+        first = sqs.send_message(QueueUrl=url, MessageBody="poison", MessageGroupId="g",
+                                 MessageDeduplicationId="p")
+        sqs.send_message(QueueUrl=url, MessageBody="next", MessageGroupId="g",
+                         MessageDeduplicationId="n")
+        [poison] = receive(sqs, url, VisibilityTimeout=0)
+        assert poison["Body"] == "poison"
+        # The next receive moves "poison" to the DLQ and unblocks the group.
+        assert [m["Body"] for m in receive(sqs, url, MaxNumberOfMessages=10)] == ["next"]
+        assert [m["Body"] for m in receive(sqs, dlq)] == ["poison"]
+    finally:
+        server.stop()
+    server = ServerThread(tmp_path).start()
+    try:
+        sqs = make_client(server.endpoint)
+        again = sqs.send_message(QueueUrl=url, MessageBody="poison", MessageGroupId="g",
+                                 MessageDeduplicationId="p")
+        assert again["MessageId"] == first["MessageId"], "dedup ids must survive a restart"
+    finally:
+        server.stop()

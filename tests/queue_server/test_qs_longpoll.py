@@ -1,0 +1,60 @@
+"""Long-poll wake-ups: counted, oldest first, passed on by a receiver that went away."""
+
+from __future__ import annotations
+
+import asyncio
+
+from surge.queue.server.broker import Broker
+from surge.queue.server.longpoll import LongPollWaiters
+from surge.queue.server.service import CallContext, QueueService
+
+CONTEXT = CallContext("http://127.0.0.1:1", "AKID")
+
+
+def test_wake_counts_and_order() -> None:
+    async def main() -> None:
+        waiters = LongPollWaiters()
+        parked = [asyncio.create_task(waiters.wait("q", 5)) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert waiters.parked("q") == 3
+        waiters.wake("q", 1)
+        await asyncio.sleep(0.01)
+        assert [task.done() for task in parked] == [True, False, False]
+        waiters.wake("q")
+        await asyncio.gather(*parked)
+        assert waiters.parked("q") == 0
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_receiver_passes_its_wake_up_on() -> None:
+    async def main() -> None:
+        waiters = LongPollWaiters()
+        first = asyncio.create_task(waiters.wait("q", 5))
+        second = asyncio.create_task(waiters.wait("q", 5))
+        await asyncio.sleep(0)
+        waiters.wake("q", 1)
+        first.cancel()  # woken, but its client went away before it ran
+        await asyncio.sleep(0.01)
+        assert first.cancelled() and second.done()
+
+    asyncio.run(main())
+
+
+def test_one_send_wakes_one_of_many_long_polls() -> None:
+    async def main() -> None:
+        service = QueueService(Broker())
+        await service.call("CreateQueue", {"QueueName": "q"}, CONTEXT)
+        polls = [asyncio.create_task(service.call(
+            "ReceiveMessage", {"QueueUrl": "q", "WaitTimeSeconds": 2}, CONTEXT))
+            for _ in range(5)]
+        await asyncio.sleep(0.05)
+        await service.call("SendMessage", {"QueueUrl": "q", "MessageBody": "m"}, CONTEXT)
+        await asyncio.sleep(0.05)
+        done = [task for task in polls if task.done()]
+        assert len(done) == 1 and done[0].result()["Messages"][0]["Body"] == "m"
+        assert service.waiters.parked("q") == 4
+        service.stop()
+        assert all(r == {} for r in await asyncio.gather(*[p for p in polls if not p.done()]))
+
+    asyncio.run(main())
