@@ -7,6 +7,11 @@ scripts/setup.sh --dev
 if [[ -w /proc/sys/net/ipv4/ip_local_port_range ]]; then
     echo "1024 65000" > /proc/sys/net/ipv4/ip_local_port_range || true
 fi
+# A gateway process being replaced hands the connections waiting in its accept queue to its
+# siblings instead of resetting them (SO_REUSEPORT; Linux ≥ 5.14).
+if [[ -w /proc/sys/net/ipv4/tcp_migrate_req ]]; then
+    echo 1 > /proc/sys/net/ipv4/tcp_migrate_req || true
+fi
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
 .venv/bin/pytest -q "$@"

@@ -34,18 +34,11 @@ def submit(up: SurgeUp, payload: dict[str, Any]) -> str:
     return location
 
 
-# The gateway records "queued" in batches after answering 202, and another gateway process
-# may answer the first poll: a 404 is tolerated this long after the 202, never later.
-RECORD_LAG = 2.0
-
-
 def wait_succeeded(up: SurgeUp, location: str, timeout: float = 30.0) -> dict[str, Any]:
-    submitted = time.monotonic()
-
+    # The gateway records "queued" before its 202, so even the first poll — answered by any
+    # gateway process — finds the task.
     def done() -> dict[str, Any] | None:
         status, _, body = http("GET", f"{up.gateway}{location}")
-        if status == 404 and time.monotonic() - submitted < RECORD_LAG:
-            return None
         assert status == 200, (status, body)
         record: dict[str, Any] = json.loads(body)
         assert record["status"] not in ("dead",), record

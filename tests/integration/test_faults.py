@@ -5,7 +5,9 @@ gateway acknowledged (202) still reaches ``succeeded``."""
 from __future__ import annotations
 
 import signal
+import time
 
+import psutil
 import pytest
 
 from integration.examples_flow import (
@@ -76,9 +78,30 @@ def test_hung_children_are_killed_and_restarted(tmp_path):
         for name in ("worker-images-1", "queue"):
             elapsed = kill_and_wait(up, name, lambda: True, signal.SIGSTOP)
             assert elapsed < 4 + 0.5 + RECOVERY_SECONDS, (name, elapsed)
+        hang_gateway_serving_process(up, "gateway-1")
         assert '"event":"child_hung"' in up.log_path.read_text()
         assert wait_succeeded(up, location, timeout=60)["status"] == "succeeded"
         assert up.terminate(timeout=60) == 0
         assert up.survivors() == []
     finally:
         up.close()
+
+
+def hang_gateway_serving_process(up: SurgeUp, name: str) -> None:
+    """SIGSTOP the process that serves connections for gateway ``name`` (the forked child of
+    the supervisor's gateway process): its siblings still answer the shared port, so only its
+    heartbeat file can tell the supervisor it hung."""
+    before = up.processes()[name]
+    serving = psutil.Process(before["pid"]).children()
+    assert serving, f"{name} has no serving process"
+    up.remember_descendants()
+    serving[0].suspend()
+    hung_at = time.monotonic()
+
+    def restarted() -> bool:
+        now = up.processes()[name]
+        return now["restarts"] > before["restarts"] and now["state"] == "running"
+    wait_for(f"hung {name} restarted", restarted, 30, interval=0.05)
+    assert time.monotonic() - hung_at < 4 + 0.5 + RECOVERY_SECONDS
+    assert http("GET", f"{up.gateway}/health", timeout=2)[0] == 200
+    up.remember_descendants()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from surge.config.settings import Settings
+from surge.queue.naming import dead_letter_queue_name
 
 
 def describe(settings: Settings) -> str:
@@ -23,7 +24,7 @@ def describe(settings: Settings) -> str:
             action = f"static → {route.static.root if route.static else '?'}"
         lines.append(f"route     {methods} {route.prefix} {action}")
     for name, queue in settings.queues.items():
-        dlq = queue.dead_letter_queue or (f"{name}-dlq" if queue.max_receive_count else None)
+        dlq = dead_letter_queue_name(name, queue)
         lines.append(
             f"queue     {name}{' (FIFO)' if queue.fifo else ''}: visibility "
             f"{queue.visibility_timeout:g}s, dead-letter {dlq or 'none'}"

@@ -32,6 +32,7 @@ from surge.gateway.routes.health import HEALTH_PATH, HealthHandler
 from surge.gateway.routes.router import RouteEntry, Router
 from surge.gateway.routes.static import StaticHandler
 from surge.gateway.routes.tasks import TASKS_PREFIX, TaskStatusHandler
+from surge.liveness import heartbeat_file_from_env, touch_forever
 from surge.results.interface import ResultStore
 
 log = logging.getLogger("surge.gateway")
@@ -77,10 +78,14 @@ async def serve_process(settings: Settings, targets_from: str | None, listener: 
     server = GatewayServer(Limits.from_settings(settings.gateway, max_connections), router,
                            AccessLog(settings.gateway.access_log))
     await server.start(listener, settings.gateway.backlog)
+    heartbeat_file = heartbeat_file_from_env()
+    heartbeat = asyncio.ensure_future(touch_forever(heartbeat_file)) if heartbeat_file else None
     # What start-up allocated lives for the whole process: keep it out of every collection.
     gc.collect()
     gc.freeze()
     await stop.wait()
+    if heartbeat:
+        heartbeat.cancel()
     timeout = settings.gateway.shutdown_timeout
     cut = await server.shutdown(timeout)
     if cut:

@@ -12,6 +12,7 @@ from surge.config.settings import QueueSettings, Settings
 from surge.config.types import HostPort
 from surge.errors import SurgeError
 from surge.queue.interface import QueueClient
+from surge.queue.naming import dead_letter_queue_name
 from surge.supervisor.logs import LogSink
 
 STATS_TIMEOUT = 2.0
@@ -22,17 +23,6 @@ STAT_ATTRIBUTES = [
     "ApproximateNumberOfMessagesDelayed",
     "ApproximateAgeOfOldestMessage",
 ]
-
-
-def dead_letter_queue_name(name: str, queue: QueueSettings) -> str | None:
-    """``<name>-dlq`` (``<base>-dlq.fifo`` for a FIFO queue, whose DLQ must be FIFO too)."""
-    if queue.max_receive_count is None:
-        return None
-    if queue.dead_letter_queue:
-        return queue.dead_letter_queue
-    if name.endswith(".fifo"):
-        return f"{name.removesuffix('.fifo')}-dlq.fifo"
-    return f"{name}-dlq"
 
 
 def queue_attributes(queue: QueueSettings) -> dict[str, str]:

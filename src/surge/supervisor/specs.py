@@ -16,6 +16,7 @@ from pathlib import Path
 
 from surge.config.settings import PoolSettings, Settings
 from surge.config.types import HostPort
+from surge.liveness import HEARTBEAT_FILE_ENV
 from surge.supervisor.policy import Kind
 
 
@@ -105,10 +106,14 @@ def gateway_spec(ctx: LaunchContext, settings: Settings, index: int) -> ChildSpe
         "--queue-listen", str(ctx.queue_listen), "--data-dir", ctx.data_dir,
         "--targets-from", ctx.admin_url,
     )
+    # Liveness by heartbeat file, not by probing the port: the port is shared by every
+    # gateway (SO_REUSEPORT), so a sibling could answer for a hung one.
+    name = f"gateway-{index}"
     return ChildSpec(
-        name=f"gateway-{index}", kind=Kind.GATEWAY, group="gateway", index=index, argv=argv,
+        name=name, kind=Kind.GATEWAY, group="gateway", index=index, argv=argv,
         cwd=settings.config_dir,
-        probe=HttpProbe(*connectable(listen), "/health", "200-299") if listen.port else None,
+        env={HEARTBEAT_FILE_ENV: heartbeat_path(ctx.data_dir, name)},
+        probe=HeartbeatProbe(heartbeat_path(ctx.data_dir, name)),
         ready_event="listening",
     )
 
@@ -121,7 +126,7 @@ def worker_spec(ctx: LaunchContext, settings: Settings, group: str, index: int) 
     return ChildSpec(
         name=name, kind=Kind.WORKER, group=group, index=index, argv=argv,
         cwd=settings.config_dir,
-        env={"SURGE_HEARTBEAT_FILE": heartbeat_path(ctx.data_dir, name)},
+        env={HEARTBEAT_FILE_ENV: heartbeat_path(ctx.data_dir, name)},
         probe=HeartbeatProbe(heartbeat_path(ctx.data_dir, name)),
     )
 

@@ -10,6 +10,7 @@ import orjson
 
 from surge.config.settings import WorkerSettings
 from surge.queue.interface import QueueClient
+from surge.queue.naming import default_dead_letter_queue
 
 DEFAULT_VISIBILITY_TIMEOUT = 30.0  # SQS's default, used when the backend does not say
 
@@ -61,7 +62,8 @@ def make_binding(worker: WorkerSettings, attributes: dict[str, str]) -> QueueBin
         name=worker.queue,
         visibility_timeout=visibility,
         receive_visibility=receive_visibility,
-        dead_letter_queue=redrive.dead_letter_queue or f"{worker.queue}-dlq",
+        dead_letter_queue=(redrive.dead_letter_queue
+                           or default_dead_letter_queue(worker.queue)),
         max_receive_count=redrive.max_receive_count,
     )
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from surge.config.settings import Settings
 from surge.errors import SurgeError
+from surge.liveness import HEARTBEAT_FILE_ENV, heartbeat_file_from_env, touch_forever
 from surge.worker.runtime import WorkerRuntime
 
 log = logging.getLogger("surge.worker")
 
-HEARTBEAT_FILE_ENV = "SURGE_HEARTBEAT_FILE"
 LIVENESS_INTERVAL = 1.0
 CRASH_RESTART_DELAY = 1.0
 EXIT_CONFIG_ERROR = 2
@@ -58,9 +58,9 @@ def _select_group(settings: Settings, group: str | None) -> str:
 
 
 def liveness_path(settings: Settings, group: str) -> Path:
-    explicit = os.environ.get(HEARTBEAT_FILE_ENV)
+    explicit = heartbeat_file_from_env()
     if explicit:
-        return Path(explicit)
+        return explicit
     return Path(settings.data_dir).resolve() / "run" / f"worker-{group}-{os.getpid()}.alive"
 
 
@@ -82,7 +82,7 @@ async def _serve(settings: Settings, group: str) -> int:
         log.error("worker %s cannot open its queue or result store: %s", group, exc)
         return EXIT_CONFIG_ERROR
     alive_file = liveness_path(settings, group)
-    touching = asyncio.create_task(_touch_forever(alive_file))
+    touching = asyncio.create_task(touch_forever(alive_file, LIVENESS_INTERVAL))
     # Signals first: a SIGTERM while the handlers are still importing is a clean stop too.
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -101,8 +101,6 @@ async def _serve(settings: Settings, group: str) -> int:
         return 0
     finally:
         touching.cancel()
-        with contextlib.suppress(OSError):
-            alive_file.unlink()
         await client.close()
         await store.close()
 
@@ -110,13 +108,6 @@ async def _serve(settings: Settings, group: str) -> int:
 async def _stop_when_set(stop_requested: asyncio.Event, runtime: WorkerRuntime) -> None:
     await stop_requested.wait()
     runtime.stop()
-
-
-async def _touch_forever(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        path.touch()
-        await asyncio.sleep(LIVENESS_INTERVAL)
 
 
 def _run_forked(settings: Settings, group: str, processes: int) -> int:

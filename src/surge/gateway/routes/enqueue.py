@@ -4,7 +4,10 @@ The 202 is sent only after the queue acknowledged the message (``BatchingSender`
 concurrent sends into batches). If the queue is unreachable or slower than
 ``SEND_DEADLINE``, the client gets 503 + Retry-After: the work was not stored, and saying
 otherwise would lose it. The ``queued`` record in the result store is written after that
-decision, batched and best effort (a worker's record supersedes it anyway).
+decision, batched, and awaited before the 202 (bounded by ``RECORD_DEADLINE``) so that a
+client polling its ``Location`` at once — possibly through another gateway process — finds
+the task instead of a 404. A failed record write is logged, not turned into an error: the
+task itself is stored, and the worker's record supersedes the queued one anyway.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from surge.results.interface import ResultStore
 log = logging.getLogger(__name__)
 
 SEND_DEADLINE = 5.0  # seconds a client waits for the queue before 503
+RECORD_DEADLINE = 1.0  # seconds the 202 waits for the queued record at most
 RETRY_AFTER = 2
 
 
@@ -53,26 +57,38 @@ def build_envelope(task: str, payload: Any, timestamp: float, task_id: str) -> d
 
 class QueuedRecorder:
     """Collects (task_id, task) pairs and writes them with one ``mark_queued`` per loop
-    iteration. Failures are logged and dropped: the task itself is already stored."""
+    iteration. ``record`` returns the batch's write, which never raises: failures are logged
+    and dropped, as the task itself is already stored."""
 
     def __init__(self, store: ResultStore | None) -> None:
         self.store = store
         self._pending: list[tuple[str, str]] = []
+        self._pending_write: asyncio.Future[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
 
-    def record(self, task_id: str, task: str) -> None:
+    def record(self, task_id: str, task: str) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
         if self.store is None:
-            return
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
+            done: asyncio.Future[None] = loop.create_future()
+            done.set_result(None)
+            return done
+        if self._pending_write is None:
+            self._pending_write = loop.create_future()
+            loop.call_soon(self._flush)
         self._pending.append((task_id, task))
+        return self._pending_write
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        batch_done, self._pending_write = self._pending_write, None
         if batch and self.store is not None:
             write = asyncio.ensure_future(self._write(self.store, batch))
             self._writes.add(write)
             write.add_done_callback(self._writes.discard)
+            if batch_done is not None:
+                write.add_done_callback(lambda _: _resolve(batch_done))
+        elif batch_done is not None:
+            _resolve(batch_done)
 
     @staticmethod
     async def _write(store: ResultStore, batch: list[tuple[str, str]]) -> None:
@@ -85,6 +101,11 @@ class QueuedRecorder:
         self._flush()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class EnqueueHandler:
@@ -119,7 +140,11 @@ class EnqueueHandler:
                 raise InvalidPayload(f"the queue refused the message: {exc}") from exc
             raise ServiceUnavailable(f"the queue refused the message: {exc}",
                                      RETRY_AFTER) from exc
-        self.recorder.record(task_id, self.task)
+        try:
+            async with asyncio.timeout(RECORD_DEADLINE):
+                await asyncio.shield(self.recorder.record(task_id, self.task))
+        except TimeoutError:
+            log.warning("queued record for task %s is late; answering 202 anyway", task_id)
         response.set_log_fields(task_id=task_id)
         await send_json(response, 202, {"id": task_id, "status": "queued"},
                         [(b"location", f"/tasks/{task_id}".encode())])
