@@ -9,6 +9,10 @@ server's periodic sweep (``ConnectionHost.sweep``), not a timer per request.
 Refused requests (bad framing → 400, head too large → 431, body too large → 413, slow
 client → 408) become an exchange answered with the error in its turn, after which the
 connection closes; they never reach a handler.
+
+``/health`` without an access log is answered inside the parser callbacks, with no objects;
+a chunk that repeats, at a message boundary, the exact bytes of such a request (remembered
+by the server, a bounded few) is answered without parsing at all.
 """
 
 from __future__ import annotations
@@ -59,6 +63,15 @@ class ConnectionHost(Protocol):
         """The whole ``/health`` answer, prebuilt (it changes once a second, with Date)."""
         ...
 
+    def replayed_health(self, chunk: bytes) -> bool | None:
+        """``head_only`` when ``chunk`` is a request head remembered by ``remember_health``."""
+        ...
+
+    def remember_health(self, chunk: bytes, head_only: bool) -> None:
+        """Remember ``chunk``: read from a message boundary, it was exactly one complete,
+        bodiless, keep-alive /health request, answered by the fast path."""
+        ...
+
     def log_access(self, exchange: Exchange, connection: HttpConnection) -> None: ...
 
     def register(self, connection: HttpConnection) -> bool:
@@ -90,7 +103,8 @@ class Exchange:
 class HttpConnection(asyncio.Protocol):
     # Slots: 50,000 of these live at once; they also make attribute access cheaper.
     __slots__ = ("_body_paused", "_completed_in_feed", "_drain_waiters", "_error", "_fast_health",
-                 "_head_raw", "_head_size", "_headers", "_reading_paused", "_url", "_write_paused",
+                 "_head_raw", "_head_size", "_headers", "_reading_paused", "_replayable", "_url",
+                 "_write_paused",
                  "active", "client", "closed", "deadline", "host", "keep_alive", "limits", "parser",
                  "pending", "reading", "registered", "state", "task", "transport")
 
@@ -120,6 +134,7 @@ class HttpConnection(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._error: GatewayHttpError | None = None
         self._fast_health: tuple[bool, bool] | None = None  # (keep_alive, head_only)
+        self._replayable: bool | None = None  # head_only of a keep-alive /health in this feed
 
     # asyncio.Protocol
 
@@ -156,10 +171,24 @@ class HttpConnection(asyncio.Protocol):
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
-        if self.state is ReadState.DONE:
+        state = self.state
+        if state is ReadState.DONE:
             return
-        was_head = self.state is ReadState.HEAD
+        # At a message boundary with nothing in flight, the parser is back in its start
+        # state, so feeding it bytes it has already turned into exactly one fast /health
+        # answer would produce that same answer again: reply without parsing. Anything else
+        # (a different head, a partial one, two pipelined) differs byte-wise and is parsed.
+        at_boundary = state is ReadState.IDLE and self.active is None and not self.pending \
+            and self.keep_alive
+        if at_boundary:
+            head_only = self.host.replayed_health(data)
+            if head_only is not None:
+                self.write(self.host.health_response(True, head_only))
+                self.deadline = time.monotonic() + self.limits.keepalive_timeout
+                return
+        was_head = state is ReadState.HEAD
         self._completed_in_feed = 0
+        self._replayable = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -171,6 +200,9 @@ class HttpConnection(asyncio.Protocol):
         if self._error is not None:
             self._refuse(self._error)
             return
+        if at_boundary and self._replayable is not None and self._completed_in_feed == 1 \
+                and self.state is ReadState.IDLE and self.keep_alive:
+            self.host.remember_health(data, self._replayable)
         if self.state is ReadState.HEAD and (was_head or not self._completed_in_feed):
             # httptools holds partial header lines itself, out of our callbacks' sight:
             # bound the raw bytes of a head still incomplete. (When a request completed in
@@ -294,7 +326,9 @@ class HttpConnection(asyncio.Protocol):
             keep_alive, head_only = self._fast_health
             self._fast_health = None
             self.write(self.host.health_response(keep_alive, head_only))
-            if not keep_alive:
+            if keep_alive:
+                self._replayable = head_only
+            else:
                 self.state = next_state(self.state, Event.STOP)
                 self._close()
                 return

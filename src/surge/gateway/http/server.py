@@ -22,6 +22,10 @@ from surge.gateway.http.responses import DateCache, simple_response
 
 Router = Callable[[str, str], RouteHandler]
 
+# Request heads answered without parsing (``HttpConnection.data_received``). Clients repeat
+# the same few heads; the bound keeps a client that varies its headers from growing this.
+MAX_REMEMBERED_HEALTH_HEADS = 64
+
 
 class GatewayServer:
     def __init__(self, limits: Limits, router: Router, access_log: AccessLog) -> None:
@@ -35,6 +39,7 @@ class GatewayServer:
         self._date = DateCache()
         self.date_header = self._date.header
         self._health: dict[tuple[bool, bool], bytes] = {}
+        self._health_heads: dict[bytes, bool] = {}  # request head -> head_only
         self.server_port = 0
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -52,6 +57,13 @@ class GatewayServer:
                                        head_only=head_only)
             self._health[key] = response
         return response
+
+    def replayed_health(self, chunk: bytes) -> bool | None:
+        return self._health_heads.get(chunk)
+
+    def remember_health(self, chunk: bytes, head_only: bool) -> None:
+        if len(self._health_heads) < MAX_REMEMBERED_HEALTH_HEADS:
+            self._health_heads[chunk] = head_only
 
     def register(self, connection: HttpConnection) -> bool:
         if not self.accepting or len(self.connections) >= self.limits.max_connections:

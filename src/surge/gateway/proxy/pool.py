@@ -153,7 +153,8 @@ class TargetPool:
         if not self.admission.has_targets():
             self.counters.rejected_no_targets += 1
             raise NoCapacity(f"pool {self.name!r} has no targets")
-        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        granted: asyncio.Future[None] = loop.create_future()
 
         def on_grant(waiter: Waiter) -> None:
             if request is not None and waiter.granted is not None:
@@ -166,13 +167,19 @@ class TargetPool:
             raise NoCapacity(f"pool {self.name!r}: {self.admission.max_waiting} requests "
                              "already wait for a target")
         self.counters.queued += 1
+
+        def give_up() -> None:
+            # Leave the line in the timer's own callback, so no slot can be granted between
+            # the deadline and this task waking up. One timer handle per wait is cheaper
+            # than asyncio.timeout's context manager on a path every queued request takes.
+            if not granted.done():
+                self.admission.cancel(waiter)
+                granted.set_exception(TimeoutError())
+
+        deadline = loop.call_later(self.settings.queue_timeout, give_up)
         try:
-            async with asyncio.timeout(self.settings.queue_timeout):
-                await granted
+            await granted
         except TimeoutError:
-            self.admission.cancel(waiter)
-            if waiter.granted is not None:  # granted in the same loop turn as the timeout
-                return waiter.granted, _prepared(waiter)
             self.counters.rejected_queue_timeout += 1
             raise NoCapacity(f"pool {self.name!r}: no target free within "
                              f"{self.settings.queue_timeout:g}s") from None
@@ -184,6 +191,8 @@ class TargetPool:
                     self.connections[waiter.granted].put(prepared[0], None)
                 self.release(waiter.granted)
             raise
+        finally:
+            deadline.cancel()
         assert waiter.granted is not None
         return waiter.granted, _prepared(waiter)
 

@@ -43,6 +43,7 @@ class UpstreamResponse:
         self.error: ProxyError | None = None
         self.skip_body = skip_body  # a HEAD response: headers announce a body never sent
         self.until_close = False  # neither Content-Length nor chunked: body ends at EOF
+        self.framed = False  # Content-Length or Transfer-Encoding seen among the headers
         self.on_complete: Callable[[UpstreamResponse], None] | None = None
         self._body: list[bytes] = []
         self._body_size = 0
@@ -174,8 +175,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- httptools callbacks ----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.response is not None
-        self.response.headers.append((name.lower(), value))
+        response = self.response
+        assert response is not None
+        name = name.lower()
+        if name == b"content-length" or name == b"transfer-encoding":
+            response.framed = True  # noted here: no second pass over the headers later
+        response.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         response = self.response
@@ -185,6 +190,7 @@ class UpstreamConnection(asyncio.Protocol):
             # 100 Continue and friends: not the response; llhttp completes them on its own.
             self._informational = True
             response.headers = []
+            response.framed = False
             return
         response.status = status
         response.head_done = True
@@ -193,8 +199,7 @@ class UpstreamConnection(asyncio.Protocol):
             response.complete = True
             self._replace_parser = response.skip_body
             return
-        names = {name for name, _ in response.headers}
-        if b"content-length" not in names and b"transfer-encoding" not in names:
+        if not response.framed:
             response.until_close = True
             response.keep_alive = False
 

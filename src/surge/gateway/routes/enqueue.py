@@ -57,20 +57,22 @@ def build_envelope(task: str, payload: Any, timestamp: float, task_id: str) -> d
 
 class QueuedRecorder:
     """Collects (task_id, task) pairs and writes them with one ``mark_queued`` per loop
-    iteration. ``record`` returns the batch's write, which never raises: failures are logged
-    and dropped, as the task itself is already stored."""
+    iteration. ``record`` returns the batch's outcome, which never raises: True when the write
+    finished (a failure is logged and dropped, as the task itself is already stored), False
+    when it took longer than ``deadline`` — one timer per batch, not one per request."""
 
-    def __init__(self, store: ResultStore | None) -> None:
+    def __init__(self, store: ResultStore | None, deadline: float = RECORD_DEADLINE) -> None:
         self.store = store
+        self.deadline = deadline
         self._pending: list[tuple[str, str]] = []
-        self._pending_write: asyncio.Future[None] | None = None
+        self._pending_write: asyncio.Future[bool] | None = None
         self._writes: set[asyncio.Task[None]] = set()
 
-    def record(self, task_id: str, task: str) -> asyncio.Future[None]:
+    def record(self, task_id: str, task: str) -> asyncio.Future[bool]:
         loop = asyncio.get_running_loop()
         if self.store is None:
-            done: asyncio.Future[None] = loop.create_future()
-            done.set_result(None)
+            done: asyncio.Future[bool] = loop.create_future()
+            done.set_result(True)
             return done
         if self._pending_write is None:
             self._pending_write = loop.create_future()
@@ -86,9 +88,16 @@ class QueuedRecorder:
             self._writes.add(write)
             write.add_done_callback(self._writes.discard)
             if batch_done is not None:
-                write.add_done_callback(lambda _: _resolve(batch_done))
+                late = asyncio.get_running_loop().call_later(
+                    self.deadline, _resolve, batch_done, False)
+
+                def on_time(_: object, batch_done: asyncio.Future[bool] = batch_done) -> None:
+                    late.cancel()
+                    _resolve(batch_done, True)
+
+                write.add_done_callback(on_time)
         elif batch_done is not None:
-            _resolve(batch_done)
+            _resolve(batch_done, True)
 
     @staticmethod
     async def _write(store: ResultStore, batch: list[tuple[str, str]]) -> None:
@@ -103,9 +112,9 @@ class QueuedRecorder:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+def _resolve(future: asyncio.Future[bool], written: bool) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(written)
 
 
 class EnqueueHandler:
@@ -140,10 +149,9 @@ class EnqueueHandler:
                 raise InvalidPayload(f"the queue refused the message: {exc}") from exc
             raise ServiceUnavailable(f"the queue refused the message: {exc}",
                                      RETRY_AFTER) from exc
-        try:
-            async with asyncio.timeout(RECORD_DEADLINE):
-                await asyncio.shield(self.recorder.record(task_id, self.task))
-        except TimeoutError:
+        # Shielded: the batch's future is shared, and a cancelled handler must not cancel
+        # it for the others. It resolves by the recorder's deadline at the latest.
+        if not await asyncio.shield(self.recorder.record(task_id, self.task)):
             log.warning("queued record for task %s is late; answering 202 anyway", task_id)
         response.set_log_fields(task_id=task_id)
         await send_json(response, 202, {"id": task_id, "status": "queued"},
