@@ -35,6 +35,10 @@ class FakeBody:
         self.delay = delay
         self.read_started = False
 
+    @property
+    def complete(self) -> bool:
+        return not self.content_length and not self._chunks
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         self.read_started = True
         for chunk in self._chunks:
@@ -102,6 +106,18 @@ class FakeResponse:
 
     async def end(self) -> None:
         self.ended = True
+
+    def end_with(self, data: bytes) -> bool:
+        assert self._started and not self.ended
+        self.size += len(data)
+        self.sha256.update(data)
+        if self.keep_body and data:
+            self.chunks.append(data)
+        self.ended = True
+        return True
+
+    async def drained(self) -> None:
+        return None
 
     def set_log_fields(self, **fields: object) -> None:
         self.log_fields.update(fields)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -112,3 +113,26 @@ def test_through_the_gateway_to_starman(gateway_to_starman: int) -> None:
     assert statuses.count(200) >= 6 and statuses.count(503) >= 1, statuses
     assert all(h.get("retry-after") == "1" for s, h, _ in results if s == 503)
     assert time.monotonic() - began < 10
+
+
+def test_pipelined_gets_come_back_in_order(gateway_to_starman: int) -> None:
+    """Bodiless requests take the task-free path; pipelined, each waits for the one before,
+    and a HEAD among them gets a head only."""
+    paths = [f"/echo?n={n}" for n in range(8)]
+    wire = b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths)
+    wire += b"HEAD /echo?n=head HTTP/1.1\r\nHost: x\r\n\r\n"
+    wire += b"GET /echo?n=last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", gateway_to_starman), timeout=20) as sock:
+        sock.sendall(wire)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    responses = received.split(b"HTTP/1.1 ")[1:]
+    assert len(responses) == len(paths) + 2
+    for n, response in enumerate(responses[:8]):
+        assert response.startswith(b"200"), response[:100]
+        body = response.partition(b"\r\n\r\n")[2]
+        assert json.loads(body)["query"] == f"n={n}", body[:200]
+    head_response = responses[8]
+    assert head_response.startswith(b"200") and head_response.endswith(b"\r\n\r\n")
+    assert json.loads(responses[9].partition(b"\r\n\r\n")[2])["query"] == "n=last"

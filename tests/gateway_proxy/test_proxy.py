@@ -13,8 +13,10 @@ import orjson
 import pytest
 
 from surge.config.settings import Settings
+from surge.gateway.exchange import Request
 from surge.gateway.proxy import ProxyService
 from surge.gateway.proxy.errors import UpstreamBroken
+from surge.gateway.proxy.forward import ProxyHandler
 
 from .fakes import FakeBody, FakeResponse, make_request, run_async
 from .upstreams import AdminFake, PythonUpstream, free_port
@@ -48,10 +50,41 @@ async def upstreams(count: int = 1) -> AsyncIterator[list[PythonUpstream]]:
             await server.stop()
 
 
+# Every test runs twice: through ``handle`` (a task per request) and through
+# ``start_now`` (the callbacks the gateway's connections use for bodiless requests, which
+# hand over to the coroutine path for anything unusual).
+PATHS = {"eager": True}
+
+
+@pytest.fixture(params=["task", "eager"], autouse=True)
+def request_path(request: pytest.FixtureRequest) -> None:
+    PATHS["eager"] = request.param == "eager"
+
+
+async def answer(service: ProxyService, request: Request, response: FakeResponse) -> None:
+    handler = service.handler_for("web")
+    assert isinstance(handler, ProxyHandler)
+    if PATHS["eager"]:
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done(exc: BaseException | None) -> None:
+            assert not finished.done(), "done() called twice"
+            if exc is None:
+                finished.set_result(None)
+            else:
+                finished.set_exception(exc)
+
+        if handler.start_now(request, response, done):
+            assert not finished.done(), "done() called before start_now returned"
+            await finished
+            return
+    await handler.handle(request, response)
+
+
 async def get(service: ProxyService, target: str = "/echo", method: str = "GET",
               **request: Any) -> FakeResponse:
     response = FakeResponse()
-    await service.handler_for("web").handle(make_request(method, target, **request), response)
+    await answer(service, make_request(method, target, **request), response)
     return response
 
 
@@ -224,8 +257,7 @@ async def test_large_bodies_stream_both_ways_without_piling_up():
         tracemalloc.start()
         try:
             download = FakeResponse(keep_body=False, write_delay=0.0005)
-            await service.handler_for("web").handle(make_request("GET", f"/big?size={size}"),
-                                                    download)
+            await answer(service, make_request("GET", f"/big?size={size}"), download)
             _, download_peak = tracemalloc.get_traced_memory()
             tracemalloc.reset_peak()
             block = bytes(range(256)) * 256
@@ -239,8 +271,8 @@ async def test_large_bodies_stream_both_ways_without_piling_up():
                 headers = [(b"host", b"x")] + ([(b"transfer-encoding", b"chunked")]
                                                if length is None else [])
                 response = FakeResponse()
-                await service.handler_for("web").handle(
-                    make_request("PUT", "/echo", headers=headers, body=body), response)
+                await answer(service, make_request("PUT", "/echo", headers=headers, body=body),
+                             response)
                 uploads[length] = orjson.loads(response.body)
             _, upload_peak = tracemalloc.get_traced_memory()
         finally:
@@ -264,11 +296,10 @@ async def test_failures_mid_response_free_the_slot_and_the_connection():
     async with upstreams() as [app], proxy([app.address], workers=1) as service:
         cut = FakeResponse()
         with pytest.raises(UpstreamBroken):  # the server then closes the client connection
-            await service.handler_for("web").handle(make_request("GET", "/cut"), cut)
+            await answer(service, make_request("GET", "/cut"), cut)
         assert cut.started and not cut.ended
         with pytest.raises(ConnectionResetError):
-            await service.handler_for("web").handle(
-                make_request("GET", "/big?size=10000000"), _GoneClient())
+            await answer(service, make_request("GET", "/big?size=10000000"), _GoneClient())
         stats = web(service)
         assert stats["in_flight"] == 0
         assert stats["targets"][app.address]["idle_connections"] == 0  # both were closed

@@ -243,7 +243,8 @@ my $app = sub {
     while (my $read = $input->read(my $buffer, 65536)) { $length += $read; }
     my %headers = map { $_ => $env->{$_} } grep { /^HTTP_/ } keys %$env;
     my $body = encode_json({ method => $env->{REQUEST_METHOD}, pid => $$,
-                             headers => \%headers, body_size => $length });
+                             headers => \%headers, body_size => $length,
+                             query => $env->{QUERY_STRING} // '' });
     return [200, ['Content-Type' => 'application/json', 'Content-Length' => length $body],
             [$body]];
 };

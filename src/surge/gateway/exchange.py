@@ -8,7 +8,7 @@ parsers, so each is testable with in-memory fakes of these two protocols.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +20,11 @@ class RequestBody(Protocol):
     pauses it (backpressure), so a large upload never sits whole in memory."""
 
     content_length: int | None  # None for chunked bodies
+
+    @property
+    def complete(self) -> bool:
+        """The whole body was received from the client (not necessarily read)."""
+        ...
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
@@ -71,6 +76,13 @@ class ResponseWriter(Protocol):
 
     async def end(self) -> None: ...
 
+    def end_with(self, data: bytes) -> bool:
+        """``write(data)`` and ``end()`` without waiting (a body whole in memory); False when
+        the client is not keeping up and ``drained()`` must be awaited."""
+        ...
+
+    async def drained(self) -> None: ...
+
     def set_log_fields(self, **fields: object) -> None:
         """Extra access-log fields, e.g. ``target="127.0.0.1:5001"``, ``target_time=0.012``."""
         ...
@@ -78,3 +90,13 @@ class ResponseWriter(Protocol):
 
 class RouteHandler(Protocol):
     async def handle(self, request: Request, response: ResponseWriter) -> None: ...
+
+
+class EagerRouteHandler(RouteHandler, Protocol):
+    """A handler that can begin inside the parser callback and finish from callbacks, with
+    no task per request (the proxy). ``start_now`` returns False to be run by ``handle``
+    instead; when it returns True it calls ``done`` exactly once, never before returning,
+    with None once the response has ended or with the exception that stopped it."""
+
+    def start_now(self, request: Request, response: ResponseWriter,
+                  done: Callable[[BaseException | None], None]) -> bool: ...

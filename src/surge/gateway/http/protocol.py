@@ -361,8 +361,27 @@ class HttpConnection(asyncio.Protocol):
             self._answer_health(exchange)
             return True
         self.active = exchange
+        handler = exchange.handler
+        start_now = getattr(handler, "start_now", None)  # an EagerRouteHandler
+        if start_now is not None and exchange.error is None and exchange.request is not None \
+                and start_now(exchange.request, exchange.response,
+                              lambda exc: self._eager_done(exchange, exc)):
+            return False
         self.task = asyncio.ensure_future(self._run(exchange))
         return False
+
+    def _eager_done(self, exchange: Exchange, exc: BaseException | None) -> None:
+        """An ``EagerRouteHandler`` finished ``exchange``: what ``_run`` does after its await."""
+        if exc is None and not exchange.response.started:
+            exc = RuntimeError("the handler returned without a response")
+        if isinstance(exc, asyncio.CancelledError):
+            self.abort()
+        elif isinstance(exc, GatewayHttpError):
+            self._answer_error(exchange, exc)
+        elif exc is not None:
+            log.error("handler failed on %s %s", exchange.method, exchange.path, exc_info=exc)
+            self._answer_error(exchange, None)
+        self._finished(exchange)
 
     def _answer_health(self, exchange: Exchange) -> None:
         """/health without a task: the benchmark path, answered in the parser callback."""
@@ -491,6 +510,10 @@ class HttpConnection(asyncio.Protocol):
         if self.closed or self.transport is None:
             raise ClientDisconnected("the client closed the connection")
         self.transport.write(data)
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._write_paused
 
     async def drain(self) -> None:
         if self.closed:

@@ -30,6 +30,11 @@ class WriteFlow(Protocol):
 
     async def drain(self) -> None: ...
 
+    @property
+    def writing_paused(self) -> bool:
+        """The client is not keeping up: wait for ``drain`` before writing more."""
+        ...
+
     async def sendfile(self, fd: int, offset: int, count: int) -> None: ...
 
 
@@ -146,6 +151,29 @@ class ResponseStream:
         if head or tail:
             self._flow.write(head + tail)
         self.ended = True
+        await self._flow.drain()
+
+    def end_with(self, data: bytes) -> bool:
+        """``write(data)`` and ``end()`` in one send, without waiting: for a body already
+        whole in memory. False when the client is not keeping up, so the caller awaits
+        ``drained()`` before the connection takes on another response."""
+        if self.ended:
+            raise RuntimeError("response already ended")
+        head = self._take_head()
+        if self.head_only or not data:
+            tail = b"0\r\n\r\n" if self._chunked and not self.head_only else b""
+            if head or tail:
+                self._flow.write(head + tail)
+        else:
+            self.body_bytes += len(data)
+            if self._chunked:
+                self._flow.write(b"%s%x\r\n%s\r\n0\r\n\r\n" % (head, len(data), data))
+            else:
+                self._flow.write(head + data)
+        self.ended = True
+        return not self._flow.writing_paused
+
+    async def drained(self) -> None:
         await self._flow.drain()
 
     def set_log_fields(self, **fields: object) -> None:

@@ -7,9 +7,11 @@ the request can be sent again on a retry. Larger and chunked bodies are streamed
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from surge.gateway.exchange import Request, RequestBody, ResponseWriter
 from surge.gateway.proxy.balancing import Target
@@ -23,7 +25,7 @@ from surge.gateway.proxy.errors import (
 from surge.gateway.proxy.headers import request_head, request_headers, response_headers
 from surge.gateway.proxy.pool import Prepared, TargetPool
 from surge.gateway.proxy.retry import may_retry
-from surge.gateway.proxy.upstream import UpstreamConnection, UpstreamResponse
+from surge.gateway.proxy.upstream import ConnectionPool, UpstreamConnection, UpstreamResponse
 
 log = logging.getLogger("surge.gateway.proxy")
 
@@ -62,8 +64,24 @@ class ProxyHandler:
         self.clock = clock
         self.read_timeout = pool.settings.read_timeout
 
+    def start_now(self, request: Request, response: ResponseWriter,
+                  done: Callable[[BaseException | None], None]) -> bool:
+        """Begin a bodiless request without a task (``exchange.EagerRouteHandler``): the
+        slot, the send and a response that arrives whole are handled in callbacks, which
+        is most of the proxy's traffic. Anything else — a connection to open, a response
+        still streaming, a failure to retry — continues in the coroutine path. False when
+        the request has a body: ``handle`` takes it from the start."""
+        body = request.body
+        if body.content_length or not body.complete \
+                or request.header(b"transfer-encoding") is not None:
+            return False
+        head = request_head(request.method, request.target, request_headers(
+            request.headers, client_host=request.client_host, scheme=request.scheme,
+            server_port=request.server_port, body_length=0))
+        _EagerExchange(self, request, response, done, head).begin()
+        return True
+
     async def handle(self, request: Request, response: ResponseWriter) -> None:
-        pool = self.pool
         chunked = request.header(b"transfer-encoding") is not None
         length = None if chunked else (request.body.content_length or 0)
         buffered: bytes | None = None
@@ -76,15 +94,32 @@ class ProxyHandler:
         head = request_head(request.method, request.target, request_headers(
             request.headers, client_host=request.client_host, scheme=request.scheme,
             server_port=request.server_port, body_length=length))
+        whole_request = (head + buffered if buffered else head) if buffered is not None else None
+        await self.cycle(request, response, head, whole_request, streamed)
+
+    async def cycle(
+        self,
+        request: Request,
+        response: ResponseWriter,
+        head: bytes,
+        whole_request: bytes | None,
+        streamed: _StreamedBody | None,
+        acquired: tuple[Target, Prepared | None] | None = None,
+    ) -> None:
+        """Attempts on targets until one answers or no retry is allowed. ``acquired``: a
+        slot (and maybe the request already sent) that the task-free path hands over."""
+        pool = self.pool
         tried: list[Target] = []
         skip_body = request.method == "HEAD"
-        whole_request = (head + buffered if buffered else head) if buffered is not None else None
         while True:
-            try:
-                target, prepared = await pool.acquire(tried, whole_request, skip_body)
-            except NoCapacity as exc:
-                await _answer_from_gateway(response, 503, str(exc), retry_after=True)
-                return
+            if acquired is not None:
+                (target, prepared), acquired = acquired, None
+            else:
+                try:
+                    target, prepared = await pool.acquire(tried, whole_request, skip_body)
+                except NoCapacity as exc:
+                    await _answer_from_gateway(response, 503, str(exc), retry_after=True)
+                    return
             tried.append(target)
             slot = _Slot(pool, target)
             try:
@@ -169,6 +204,149 @@ class ProxyHandler:
         finally:
             upstream.on_complete = None
             connections.put(connection, upstream)
+
+
+_continuations: set[asyncio.Future[None]] = set()
+
+
+class _EagerExchange:
+    """One bodiless request followed from callbacks: slot → send → whole response → client.
+
+    It owns the slot and the upstream connection until it either finishes (both given
+    back before the answer is written, so the next waiting request goes out first) or
+    hands them to ``ProxyHandler.cycle`` in a task, which then owns them."""
+
+    __slots__ = ("connection", "connections", "done", "handler", "head", "request",
+                 "response", "slot", "started_at", "timer", "upstream")
+
+    def __init__(self, handler: ProxyHandler, request: Request, response: ResponseWriter,
+                 done: Callable[[BaseException | None], None], head: bytes) -> None:
+        self.handler = handler
+        self.request = request
+        self.response = response
+        self.done = done
+        self.head = head
+        self.slot: _Slot | None = None
+        self.connections: ConnectionPool | None = None
+        self.connection: UpstreamConnection | None = None
+        self.upstream: UpstreamResponse | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.started_at = 0.0
+
+    def begin(self) -> None:
+        pool = self.handler.pool
+        target = pool.try_acquire_now()
+        if target is not None:
+            self._granted(target, None)
+            return
+        try:
+            pool.wait_for_slot(self.head, self.request.method == "HEAD", self._granted)
+        except NoCapacity as exc:
+            self._continue(_answer_from_gateway(self.response, 503, str(exc), retry_after=True))
+
+    def _granted(self, target: Target | None, prepared: Prepared | None) -> None:
+        handler = self.handler
+        pool = handler.pool
+        if target is None:  # queue_timeout passed in line
+            self._continue(_answer_from_gateway(
+                self.response, 503, f"pool {pool.name!r}: no target free within "
+                f"{pool.settings.queue_timeout:g}s", retry_after=True))
+            return
+        self.slot = _Slot(pool, target)
+        connections = self.connections = pool.connections_to(target)
+        if prepared is None:
+            connection = connections.take_idle()
+            if connection is None:  # a connection to open: the coroutine path does that
+                self._hand_over(None)
+                return
+            upstream = connection.begin(skip_body=self.request.method == "HEAD")
+            try:
+                connection.write(self.head)
+            except ProxyError:
+                connections.put(connection, None)
+                self._hand_over(None)
+                return
+        else:
+            connection, upstream = prepared
+        self.connection, self.upstream = connection, upstream
+        self.started_at = handler.clock()
+        upstream.listener = self._on_upstream
+        self.timer = connection.loop.call_later(handler.read_timeout, self._on_timeout)
+
+    def _on_upstream(self, upstream: UpstreamResponse) -> None:
+        if upstream.complete and upstream.error is None:
+            self._finish(upstream)
+        elif upstream.error is not None or upstream.head_done or upstream.connection.closed:
+            # A failure (cycle retries or answers it) or a body still arriving (cycle
+            # streams it): the coroutine path takes over with what was sent.
+            self._hand_over((upstream.connection, upstream))
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        upstream = self.upstream
+        assert upstream is not None
+        upstream.error = UpstreamTimeout(
+            f"the target took longer than {self.handler.read_timeout:g}s responding")
+        self._hand_over((upstream.connection, upstream))
+
+    def _finish(self, upstream: UpstreamResponse) -> None:
+        self._detach()
+        slot, connections, connection = self.slot, self.connections, self.connection
+        assert slot is not None and connections is not None and connection is not None
+        connections.put(connection, upstream)
+        slot.release()  # may send the next waiting request right now
+        target = slot.target
+        status = upstream.status
+        if status >= 500:
+            target.responses_5xx += 1
+        response = self.response
+        response.set_log_fields(target=target.address, target_status=status,
+                                target_time=round(self.handler.clock() - self.started_at, 6))
+        try:
+            response.start(status, response_headers(upstream.headers))
+            keeping_up = response.end_with(upstream.take_body())
+        except Exception as exc:  # the client went away: the connection logs and closes
+            self.done(exc)
+            return
+        if keeping_up:
+            self.done(None)
+        else:
+            self._continue(response.drained())
+
+    def _hand_over(self, prepared: Prepared | None) -> None:
+        self._detach()
+        slot = self.slot
+        assert slot is not None
+        slot.held = False  # cycle() takes the slot over with its own _Slot
+        self._continue(self.handler.cycle(self.request, self.response, self.head, self.head,
+                                          None, acquired=(slot.target, prepared)))
+
+    def _detach(self) -> None:
+        if self.upstream is not None:
+            self.upstream.listener = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _continue(self, work: Coroutine[Any, Any, None]) -> None:
+        """Finish in a task (the rare paths), then report to the connection."""
+        response, done = self.response, self.done
+
+        async def run() -> None:
+            try:
+                await work
+                await response.end()
+            except asyncio.CancelledError:
+                done(asyncio.CancelledError())
+                raise
+            except BaseException as exc:
+                done(exc)
+                return
+            done(None)
+
+        task = asyncio.ensure_future(run())
+        _continuations.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_continuations.discard)
 
 
 class _Slot:

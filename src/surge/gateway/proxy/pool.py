@@ -196,6 +196,41 @@ class TargetPool:
         assert waiter.granted is not None
         return waiter.granted, _prepared(waiter)
 
+    def try_acquire_now(self) -> Target | None:
+        """A free slot at once, or None (someone waits already, or every target is full)."""
+        return self.admission.try_acquire(self.clock())
+
+    def wait_for_slot(self, request: bytes, skip_body: bool,
+                      granted: Callable[[Target | None, Prepared | None], None]) -> None:
+        """``acquire`` without a task: join the line; ``granted(target, prepared)`` is called
+        when a slot comes free (the request already sent on an idle connection if one was
+        there), or ``granted(None, None)`` after queue_timeout. Raises ``NoCapacity`` at
+        once when there is no target or the line is full, as ``acquire`` does."""
+        if not self.admission.has_targets():
+            self.counters.rejected_no_targets += 1
+            raise NoCapacity(f"pool {self.name!r} has no targets")
+        timer: asyncio.TimerHandle | None = None
+
+        def on_grant(waiter: Waiter) -> None:
+            if timer is not None:
+                timer.cancel()
+            assert waiter.granted is not None
+            granted(waiter.granted, self._send_now(waiter.granted, request, skip_body))
+
+        waiter = Waiter(on_grant=on_grant)
+        if not self.admission.enqueue(waiter):
+            self.counters.rejected_queue_full += 1
+            raise NoCapacity(f"pool {self.name!r}: {self.admission.max_waiting} requests "
+                             "already wait for a target")
+        self.counters.queued += 1
+
+        def give_up() -> None:
+            self.admission.cancel(waiter)
+            self.counters.rejected_queue_timeout += 1
+            granted(None, None)
+
+        timer = asyncio.get_running_loop().call_later(self.settings.queue_timeout, give_up)
+
     def _send_now(self, target: Target, request: bytes, skip_body: bool) -> Prepared | None:
         connections = self.connections.get(target)
         connection = connections.take_idle() if connections is not None else None

@@ -45,6 +45,9 @@ class UpstreamResponse:
         self.until_close = False  # neither Content-Length nor chunked: body ends at EOF
         self.framed = False  # Content-Length or Transfer-Encoding seen among the headers
         self.on_complete: Callable[[UpstreamResponse], None] | None = None
+        # Called instead of waking a waiter when nobody awaits this response: the proxy's
+        # task-free path follows the response from callbacks (see forward.py).
+        self.listener: Callable[[UpstreamResponse], None] | None = None
         self._body: list[bytes] = []
         self._body_size = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -104,6 +107,15 @@ class UpstreamResponse:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        elif self.listener is not None:
+            self.listener(self)
+
+    def take_body(self) -> bytes:
+        """Everything received of the body so far, at once (a complete response)."""
+        data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body.clear()
+        self._body_size = 0
+        return data
 
 
 class UpstreamConnection(asyncio.Protocol):
