@@ -127,5 +127,60 @@ def check_config(config_path: str | None) -> None:
     click.echo("configuration OK")
 
 
+@main.command()
+@CONFIG_OPTION
+@click.option("--profile", required=True,
+              help="Load over time as TIME:LOAD points, e.g. '0:0, 10m:50k, 20m:50k, 22m:0' "
+                   "(clients for a pool, tasks/s for a worker group).")
+@click.option("--pool", help="Pool to simulate (default: the first group with scaling).")
+@click.option("--workers", "worker_group", help="Worker group to simulate instead.")
+@click.option("--capacity", type=float, default=None,
+              help="Requests/s one instance serves at 100 % CPU [pool: 500], or tasks/s one "
+                   "worker finishes [workers: 10].")
+@click.option("--service-time", default="50ms", show_default=True,
+              help="Time to serve one request when nothing queues.")
+@click.option("--think-time", default="1s", show_default=True,
+              help="Time a client waits between an answer and its next request.")
+@click.option("--boot-time", default="30s", show_default=True,
+              help="From start to healthy: when a new instance begins to serve.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="surge-simulation.svg",
+              show_default=True, help="SVG chart of load, instances and latency.")
+def simulate(config_path: str | None, profile: str, pool: str | None,
+             worker_group: str | None, capacity: float | None, service_time: str,
+             think_time: str, boot_time: str, output: str) -> None:
+    """Replay a load profile against the configured scaling policies; chart the fleet."""
+    from pathlib import Path
+
+    from surge.config.types import parse_duration
+    from surge.simulate.profile import ProfileError, parse_profile
+    from surge.simulate.report import SimulationRequest, run_simulation
+
+    if pool and worker_group:
+        raise click.UsageError("give --pool or --workers, not both")
+    settings = _settings(config_path, {})
+    try:
+        durations = {name: parse_duration(value) for name, value in
+                     (("--service-time", service_time), ("--think-time", think_time),
+                      ("--boot-time", boot_time))}
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    try:
+        load = parse_profile(profile)
+    except ProfileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--profile") from None
+    if capacity is not None and capacity <= 0:
+        raise click.BadParameter(f"must be > 0, got {capacity:g}", param_hint="--capacity")
+    request = SimulationRequest(
+        profile=load, pool=pool, workers=worker_group,
+        capacity=capacity or (10.0 if worker_group else 500.0),
+        service_time=durations["--service-time"], think_time=durations["--think-time"],
+        boot_time=durations["--boot-time"], output=Path(output))
+    try:
+        run_simulation(settings, request)
+    except ConfigError as exc:
+        click.echo(f"surge simulate: {exc}", err=True)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     main()

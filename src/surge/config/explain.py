@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from surge.config.settings import Settings
+from surge.config.settings import ScalingSettings, Settings
 from surge.queue.naming import dead_letter_queue_name
 
 
@@ -14,6 +14,8 @@ def describe(settings: Settings) -> str:
             f"pool      {name}: {pool.command or pool.targets} "
             f"(instances {count.min}..{count.max}, desired {count.desired}, workers {pool.workers})"
         )
+        if pool.scaling is not None:
+            lines.append(f"scaling   pool {name}: {_scaling(pool.scaling)}")
     for route in settings.routes:
         methods = ",".join(route.methods) or "*"
         if route.proxy:
@@ -31,10 +33,23 @@ def describe(settings: Settings) -> str:
         )
     for name, group in settings.workers.items():
         lines.append(
-            f"workers   {name}: queue {group.queue}, {group.processes} process(es) × "
+            f"workers   {name}: queue {group.queue}, {group.process_count().desired} process(es) × "
             f"{group.concurrency}, tasks {sorted(group.handlers)}"
         )
+        if group.scaling is not None:
+            bounds = group.process_count()
+            lines.append(f"scaling   workers {name}: processes {bounds.min}..{bounds.max}, "
+                         f"{_scaling(group.scaling)}")
     backend = settings.queue_backend
     lines.append(f"queue     backend {backend.url} ({backend.listen})")
     lines.append(f"admin     {settings.admin.listen}")
     return "\n".join(lines)
+
+
+def _scaling(scaling: ScalingSettings) -> str:
+    policies = ", ".join(f"{name} {target:g}" for name, target in scaling.policy_targets().items())
+    scale_in = "never" if scaling.disable_scale_in else (
+        f"after {scaling.scale_in_evaluation_periods} × {scaling.period:g}s under target")
+    return (f"target tracking on {policies}; out after {scaling.evaluation_periods} × "
+            f"{scaling.period:g}s over target, in {scale_in}; warmup "
+            f"{scaling.instance_warmup:g}s")

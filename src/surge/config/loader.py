@@ -53,8 +53,15 @@ def validate_settings(raw: dict[str, Any], source: str = "<config>") -> Settings
     except ValidationError as exc:
         # pydantic skips Settings' cross-reference check once any field is invalid, so the
         # references are checked here on the raw document too: every problem, in one go.
-        lines = [line for line in explain(exc) if not line.startswith("(top level): ")]
-        lines += reference_problems(raw)
+        # Settings' own cross-field problems (one top-level message, a problem a line) are kept
+        # unless the raw check already reports them.
+        top_level = "(top level): "
+        lines = [line for line in explain(exc) if not line.startswith(top_level)]
+        references = reference_problems(raw)
+        lines += references
+        lines += [problem for line in explain(exc) if line.startswith(top_level)
+                  for problem in line.removeprefix(top_level).split("\n")
+                  if problem not in references]
         raise ConfigError([f"{source}: {line}" for line in lines]) from exc
 
 

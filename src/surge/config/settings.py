@@ -6,7 +6,7 @@ Every model forbids unknown keys, so a typo is an error that names the key. Cros
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -60,6 +60,65 @@ class InstanceCount(StrictModel):
         return self
 
 
+class GaugePolicy(StrictModel):
+    """Target tracking on a gauge read from a Prometheus text endpoint (a custom metric).
+
+    Like an AWS custom metric for target tracking, the value must be an average per
+    instance that falls as instances are added: the sum of the gauge's samples is used."""
+
+    target: float = Field(gt=0)
+    url: str = Field(pattern=r"^https?://")  # "http://127.0.0.1:9100/metrics"
+
+
+class ScalingSettings(StrictModel):
+    """Target tracking with AWS's semantics: see surge.autoscale. At least one policy.
+
+    A datapoint is taken every ``period``; scale out once ``evaluation_periods`` datapoints
+    in a row are over target, scale in once ``scale_in_evaluation_periods`` in a row are
+    under target by ``scale_in_margin`` (AWS: 3 × 1 min over, 15 × 1 min under 90 %)."""
+
+    cpu: float | None = Field(None, gt=0, le=100)  # average CPU utilization %, e.g. 70
+    gauges: dict[str, GaugePolicy] = {}
+    period: Duration = Field(10.0, ge=1)
+    evaluation_periods: int = Field(3, ge=1, le=100)
+    scale_in_evaluation_periods: int = Field(15, ge=1, le=1000)
+    scale_in_margin: float = Field(0.1, ge=0, lt=1)
+    instance_warmup: Duration = 30.0
+    scale_out_cooldown: Duration = 30.0
+    scale_in_cooldown: Duration = 120.0
+    disable_scale_in: bool = False
+
+    def policy_targets(self) -> dict[str, float]:
+        """Policy name → target value, for every policy that is set."""
+        targets = {name: getattr(self, name) for name in self._metric_keys()}
+        targets.update({f"gauge:{name}": gauge.target for name, gauge in self.gauges.items()})
+        return {name: value for name, value in targets.items() if value is not None}
+
+    def _metric_keys(self) -> tuple[str, ...]:
+        return ("cpu",)
+
+    @model_validator(mode="after")
+    def _has_a_policy(self) -> ScalingSettings:
+        if not self.policy_targets():
+            raise ValueError(f"a scaling table needs at least one policy: "
+                             f"{', '.join(self._metric_keys())} or gauges")
+        return self
+
+
+class PoolScalingSettings(ScalingSettings):
+    requests_per_target: float | None = Field(None, gt=0)  # per minute (ALBRequestCountPerTarget)
+
+    def _metric_keys(self) -> tuple[str, ...]:
+        return ("cpu", "requests_per_target")
+
+
+class WorkerScalingSettings(ScalingSettings):
+    backlog_per_worker: float | None = Field(None, gt=0)  # visible messages ÷ running workers
+
+    def _metric_keys(self) -> tuple[str, ...]:
+        return ("cpu", "backlog_per_worker")
+
+
 class PoolSettings(StrictModel):
     """App server instances: any HTTP server started from ``command``."""
 
@@ -81,6 +140,7 @@ class PoolSettings(StrictModel):
     start_timeout: Duration = 60.0  # an instance must pass its health check within this
     health_check: HealthCheckSettings = HealthCheckSettings()
     targets: list[str] = []  # fixed HOST:PORT targets (no command started): external servers
+    scaling: PoolScalingSettings | None = None  # None: the pool keeps the size it is given
 
     @model_validator(mode="after")
     def _command_has_port(self) -> PoolSettings:
@@ -88,6 +148,9 @@ class PoolSettings(StrictModel):
             raise ValueError(f"command must contain '{{port}}', got {self.command!r}")
         if not self.command and not self.targets:
             raise ValueError("a pool needs a 'command' to start instances, or fixed 'targets'")
+        if self.scaling is not None and not self.command:
+            raise ValueError("a pool with fixed 'targets' and no 'command' cannot autoscale: "
+                             "remove its 'scaling' table")
         return self
 
 
@@ -158,10 +221,17 @@ class PythonHandler(StrictModel):
     executor: Literal["thread", "process", "inline"] = "thread"
 
 
+MAX_WORKER_PROCESSES = 64  # manual scaling bound of a group without ``instances``
+
+
 class WorkerSettings(StrictModel):
     queue: str
     handlers: dict[str, str | PythonHandler | CommandHandler]  # task name → handler
-    processes: int = Field(1, ge=1)
+    processes: int = Field(1, ge=1)  # with ``instances``: set from instances.desired
+    # min/max/desired processes under `surge up` (the pools' equivalent); either this or
+    # `processes`, so there is one source for the starting size.
+    instances: InstanceCount | None = None
+    scaling: WorkerScalingSettings | None = None
     concurrency: int = Field(8, ge=1)  # in-flight tasks per process
     wait_time: Duration = Field(20.0, le=20)  # long poll
     visibility_timeout: Duration | None = None  # default: the queue's
@@ -170,6 +240,34 @@ class WorkerSettings(StrictModel):
     backoff_max: Duration = 300.0
     shutdown_timeout: Duration = 30.0
     python_path: list[str] = []  # added to sys.path (relative to the config file)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _processes_from_instances(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("instances") is None:
+            return data
+        if "processes" in data:
+            raise ValueError("set either 'processes' or 'instances' (min/max/desired), not both")
+        instances = data["instances"]
+        desired = instances.get("desired", 1) if isinstance(instances, dict) else \
+            getattr(instances, "desired", 1)
+        # processes ≥ 1 (a standalone `surge worker` runs that many); desired 0 is valid
+        # under `surge up`, which sizes the group from `instances` itself.
+        return {**data, "processes": max(1, desired) if isinstance(desired, int) else desired}
+
+    @model_validator(mode="after")
+    def _scaling_needs_bounds(self) -> WorkerSettings:
+        if self.scaling is not None and self.instances is None:
+            raise ValueError("a worker group with a 'scaling' table needs 'instances' "
+                             "= { min = …, max = …, desired = … } instead of 'processes'")
+        return self
+
+    def process_count(self) -> InstanceCount:
+        """Bounds and starting size of the group under ``surge up``."""
+        if self.instances is not None:
+            return self.instances
+        return InstanceCount(min=0, max=max(MAX_WORKER_PROCESSES, self.processes),
+                             desired=self.processes)
 
 
 class QueueBackendSettings(StrictModel):
@@ -235,6 +333,19 @@ class Settings(StrictModel):
                     f"workers.{name}.queue: unknown queue {worker.queue!r}; "
                     f"defined queues: {sorted(self.queues)}"
                 )
+        problems += self._access_log_problems()
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # the loader reports one line each
         return self
+
+    def _access_log_problems(self) -> list[str]:
+        # The supervisor counts requests per target from the gateways' access log lines it
+        # relays: without them the requests_per_target policy would never see a datapoint.
+        log = self.gateway.access_log
+        if log.enabled and log.path == "-":
+            return []
+        return [f"pools.{name}.scaling.requests_per_target: needs the gateway access log on "
+                f"standard output (gateway.access_log enabled = true, path = \"-\"), got "
+                f"enabled = {log.enabled}, path = {log.path!r}"
+                for name, pool in self.pools.items()
+                if pool.scaling is not None and pool.scaling.requests_per_target is not None]

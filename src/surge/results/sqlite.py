@@ -101,9 +101,23 @@ def connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                  check_same_thread=False)
     connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    connection.execute("PRAGMA journal_mode = WAL")
+    _retry_while_locked(lambda: connection.execute("PRAGMA journal_mode = WAL"))
     connection.execute("PRAGMA synchronous = NORMAL")
     return connection
+
+
+def _retry_while_locked(step: Callable[[], object], attempts: int = 100) -> None:
+    """Switching a new file to WAL takes an exclusive lock that SQLite does not wait for
+    (no busy handler): when several processes open a fresh store at once — a worker group
+    forking its processes — the losers get "database is locked" at once. Try again."""
+    for attempt in range(attempts):
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 class SqliteResultStore:
@@ -116,7 +130,8 @@ class SqliteResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._reader = connect(self.path)
-            self._reader.executescript(_SCHEMA)
+            reader = self._reader
+            _retry_while_locked(lambda: reader.executescript(_SCHEMA))
         except sqlite3.Error as exc:
             raise ResultStoreError(f"cannot open the result store {self.path}: {exc}") from exc
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="surge-results")

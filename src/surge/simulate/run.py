@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from surge.autoscale.policy import Capacity, GroupScaler, Reading, Rules
+from surge.autoscale.policy import Capacity, GroupScaler, Reading
+from surge.autoscale.rules import rules_of
 from surge.config.settings import InstanceCount, ScalingSettings
 from surge.simulate.model import pool_step, worker_step
 from surge.simulate.profile import LoadProfile
@@ -76,16 +77,6 @@ class Timeline:
     serving: list[int] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     activities: list[str] = field(default_factory=list)
-
-
-def rules_of(scaling: ScalingSettings, bounds: InstanceCount) -> Rules:
-    return Rules(min=bounds.min, max=bounds.max,
-                 evaluation_periods=scaling.evaluation_periods,
-                 scale_in_evaluation_periods=scaling.scale_in_evaluation_periods,
-                 scale_in_margin=scaling.scale_in_margin,
-                 scale_out_cooldown=scaling.scale_out_cooldown,
-                 scale_in_cooldown=scaling.scale_in_cooldown,
-                 disable_scale_in=scaling.disable_scale_in)
 
 
 def simulated_targets(scaling: ScalingSettings, modelled: tuple[str, ...]) -> dict[str, float]:

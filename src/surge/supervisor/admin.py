@@ -1,7 +1,8 @@
 """The admin HTTP API of ``surge up``: routing and validation only. What it acts on is the
 ``SupervisorControl`` protocol, so this module is tested without a supervisor or sockets.
 
-    GET  /v1/state                                   every process, pool, queue, worker group
+    GET  /v1/state                                   every process, pool, queue, worker group,
+                                                     scaling policies and activity history
     GET  /v1/targets?wait=S&version=V                long poll for the gateways
     POST /v1/pools/<name>/scale      {"desired": n}
     POST /v1/workers/<name>/scale    {"processes": n}

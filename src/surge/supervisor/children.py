@@ -59,6 +59,7 @@ class Child:
         self.healthy = False
         self.last_exit_code: int | None = None
         self.retiring = False  # drained / scaled in: will be stopped, not replaced
+        self.ready_since: float | None = None  # monotonic; the autoscaler's warmup runs from it
         self._settings = settings
         self._options = options
         self._hooks = hooks
@@ -127,6 +128,7 @@ class Child:
             exit_code = await self._run_once()
             self.last_exit_code = exit_code
             self.healthy = False
+            self.ready_since = None
             self._hooks.on_down(self)
             if self._stop_requested.is_set():
                 break
@@ -173,6 +175,7 @@ class Child:
             if await self._until_ready(exited):
                 self.state = ChildState.RUNNING
                 self.healthy = True
+                self.ready_since = time.monotonic()
                 self._hooks.on_ready(self)
                 await self._watch_liveness(exited)
             return await exited

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from typing import IO, Any
 
 import orjson
@@ -16,6 +17,7 @@ from rich.markup import escape
 _COLOURS = ("cyan", "green", "magenta", "blue", "yellow", "bright_cyan", "bright_green",
             "bright_magenta", "bright_blue")
 _LEVEL_STYLES = {"warning": "yellow", "error": "bold red"}
+LineObserver = Callable[[str, str, list[str]], None]
 
 
 class LogSink:
@@ -24,10 +26,18 @@ class LogSink:
         if pretty is None:
             pretty = stream is None and sys.stdout.isatty()
         self._console = Console(highlight=False, soft_wrap=True) if pretty else None
+        self._line_observers: list[LineObserver] = []
+
+    def observe_lines(self, observer: LineObserver) -> None:
+        """Also hand every relayed child line to ``observer(proc, stream, lines)`` (the
+        autoscaler counts requests per target from the gateways' access log lines)."""
+        self._line_observers.append(observer)
 
     def child_lines(self, proc: str, stream: str, lines: list[str]) -> None:
         """Lines a child printed, written in one go (a busy gateway's access log is many
         lines per read, and one write per line would make the relay the bottleneck)."""
+        for observer in self._line_observers:
+            observer(proc, stream, lines)
         if self._console is not None:
             colour = _COLOURS[zlib.crc32(proc.encode()) % len(_COLOURS)]
             for line in lines:

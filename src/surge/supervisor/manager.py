@@ -17,6 +17,7 @@ from typing import Any
 
 from surge.config.settings import Settings
 from surge.supervisor.admin import NotFound
+from surge.supervisor.autoscaler import Autoscaler
 from surge.supervisor.children import Child, ProcessOptions
 from surge.supervisor.logs import LogSink
 from surge.supervisor.policy import (
@@ -40,7 +41,6 @@ from surge.supervisor.specs import (
 from surge.supervisor.targets import TargetTable
 
 TICK = 0.25  # reconciliation and drain expiry; restarts and probes run on their own tasks
-MAX_WORKER_PROCESSES = 64
 FALLBACK_STOP_TIMEOUT = 10.0  # pool instances and the queue server: SIGTERM → SIGKILL after
 GroupKey = tuple[Kind, str]
 
@@ -64,6 +64,8 @@ class Supervisor:
         self._exit_code = 0
         self._background: set[asyncio.Task[Any]] = set()
         self.queues = QueueBootstrap(settings, ctx.queue_listen, log)
+        # Created now, not once up: it counts requests from the gateways' first lines on.
+        self.autoscaler = Autoscaler(self)
 
     # -- main loop -------------------------------------------------------------------------
 
@@ -77,6 +79,7 @@ class Supervisor:
         self._spawn(self._tick_forever())
         try:
             if await self._start_all():
+                self._spawn(self.autoscaler.run())
                 await self._stopped.wait()
             elif not self._stopping:
                 self._exit_code = 1
@@ -108,6 +111,10 @@ class Supervisor:
     def handle_sigint(self) -> None:
         self.log.event("shutdown_requested", signal="SIGINT")
         self._request_stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def _request_stop(self) -> None:
         self._stopping = True
@@ -160,7 +167,7 @@ class Supervisor:
         self.desired[(Kind.GATEWAY, "gateway")] = self.gateway_count(settings)
         self._reconcile((Kind.GATEWAY, "gateway"))
         for name, worker in settings.workers.items():
-            self.desired[(Kind.WORKER, name)] = worker.processes
+            self.desired[(Kind.WORKER, name)] = worker.process_count().desired
             self._reconcile((Kind.WORKER, name))
         await self._until_running(Kind.GATEWAY, timeout=30.0)
         gateways = [c for c in self.children.values() if c.kind == Kind.GATEWAY]
@@ -333,21 +340,26 @@ class Supervisor:
             raise ValueError(f"pool {pool!r} has fixed targets and no command: it cannot scale")
         count = settings.instances
         new = check_bounds(f"pool {pool!r} desired", desired, count.min, count.max)
-        self.desired[(Kind.POOL, pool)] = new
         self.log.event("scaled", pool=pool, desired=new)
-        self._reconcile((Kind.POOL, pool))
+        self.resize(Kind.POOL, pool, new)
         return {"pool": pool, "desired": new}
 
     def scale_workers(self, group: str, processes: object) -> dict[str, Any]:
         if group not in self.settings.workers:
             raise NotFound(f"no worker group named {group!r}; groups: "
                            f"{sorted(self.settings.workers)}")
-        new = check_bounds(f"worker group {group!r} processes", processes, 0,
-                           MAX_WORKER_PROCESSES)
-        self.desired[(Kind.WORKER, group)] = new
+        count = self.settings.workers[group].process_count()
+        new = check_bounds(f"worker group {group!r} processes", processes, count.min,
+                           count.max)
         self.log.event("scaled", workers=group, processes=new)
-        self._reconcile((Kind.WORKER, group))
+        self.resize(Kind.WORKER, group, new)
         return {"workers": group, "processes": new}
+
+    def resize(self, kind: Kind, group: str, desired: int) -> None:
+        """Hold a group at ``desired`` (manual scale and autoscaler alike): new pool
+        instances get traffic once healthy, surplus ones drain before they stop."""
+        self.desired[(kind, group)] = desired
+        self._reconcile((kind, group))
 
     def drain_target(self, pool: str, address: str) -> dict[str, Any]:
         if pool not in self.settings.pools:

@@ -1,8 +1,10 @@
 """SIGHUP: reread the config and apply what is safe to apply live.
 
-Applied live: pool sizes (``instances``), worker process counts. Applied by replacing
-processes one at a time (each replacement runs before its predecessor stops): routes and
-gateway settings (the gateways reread the config file), a worker group's settings.
+Applied live: pool sizes (``instances``), worker process counts (``processes`` or
+``instances``), and every ``scaling`` table (the autoscaler starts over with the new rules).
+Applied by replacing processes one at a time (each replacement runs before its predecessor
+stops): routes and gateway settings (the gateways reread the config file), a worker group's
+settings.
 Everything else (addresses, data directory, backends, queues, pool commands, new or removed
 pools and groups) is logged as needing a restart of ``surge up`` and left as it was.
 """
@@ -60,12 +62,15 @@ def _plan_pools(old: Settings, new: Settings, plan: ReloadPlan) -> dict[str, Poo
             plan.needs_restart.append(f"pools.{name} ({change})")
             continue
         before, after = old.pools[name], new.pools[name]
+        live = {"instances": after.instances, "scaling": after.scaling}
         if before.instances != after.instances:
-            pools[name] = before.model_copy(update={"instances": after.instances})
             plan.resized.append(f"pool {name}: desired {before.instances.desired} → "
                                 f"{after.instances.desired} (min {after.instances.min}, "
                                 f"max {after.instances.max})")
-        if before.model_copy(update={"instances": after.instances}) != after:
+        if before.scaling != after.scaling:
+            plan.resized.append(f"pool {name}: scaling policies updated")
+        pools[name] = before.model_copy(update=live)
+        if before.model_copy(update=live) != after:
             plan.needs_restart.append(f"pools.{name} (command, environment or checks)")
     return pools
 
@@ -82,10 +87,14 @@ def _plan_workers(old: Settings, new: Settings, plan: ReloadPlan) -> dict[str, W
             plan.needs_restart.append(f"workers.{name}.queue")
             after = after.model_copy(update={"queue": before.queue})
         workers[name] = after
-        if before.processes != after.processes:
-            plan.resized.append(f"workers {name}: processes {before.processes} → "
-                                f"{after.processes}")
-        if before.model_copy(update={"processes": after.processes}) != after:
+        if before.process_count() != after.process_count():
+            plan.resized.append(f"workers {name}: processes {before.process_count().desired} → "
+                                f"{after.process_count().desired}")
+        if before.scaling != after.scaling:
+            plan.resized.append(f"workers {name}: scaling policies updated")
+        live = {"processes": after.processes, "instances": after.instances,
+                "scaling": after.scaling}
+        if before.model_copy(update=live) != after:
             plan.restart_worker_groups.append(name)
     return workers
 
@@ -120,8 +129,8 @@ async def reload_config(supervisor: Supervisor) -> None:
         if pool.instances != old.pools[name].instances and (Kind.POOL, name) in supervisor.desired:
             supervisor.desired[(Kind.POOL, name)] = pool.instances.desired
     for name, group in plan.applied.workers.items():
-        if group.processes != old.workers[name].processes:
-            supervisor.desired[(Kind.WORKER, name)] = group.processes
+        if group.process_count() != old.workers[name].process_count():
+            supervisor.desired[(Kind.WORKER, name)] = group.process_count().desired
     if plan.restart_gateways:
         log.event("reload_applied", change="routes/gateway settings: replacing gateways one by one")
         await supervisor.replace_group(Kind.GATEWAY, "gateway")

@@ -1,5 +1,5 @@
 """The document ``GET /v1/state`` answers: processes, pools with their targets, queues with
-their depth, worker groups."""
+their depth, worker groups, and the scaling activity history (newest first)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ async def build_state(supervisor: Supervisor) -> dict[str, Any]:
             "max": pool.instances.max,
             "instances": sum(1 for c in by_address.values() if not c.retiring),
             "targets": targets,
+            "scaling": supervisor.autoscaler.describe(Kind.POOL, name),
         }
     workers: dict[str, Any] = {}
     for name, group in settings.workers.items():
@@ -43,6 +44,9 @@ async def build_state(supervisor: Supervisor) -> dict[str, Any]:
             "desired": supervisor.desired.get((Kind.WORKER, name), 0),
             "running": sum(1 for c in members if c.state == ChildState.RUNNING),
             "concurrency": group.concurrency,
+            "min": group.process_count().min,
+            "max": group.process_count().max,
+            "scaling": supervisor.autoscaler.describe(Kind.WORKER, name),
         }
     return {
         "time": time.time(),
@@ -54,6 +58,7 @@ async def build_state(supervisor: Supervisor) -> dict[str, Any]:
         "targets_version": snapshot["version"],
         "queues": await supervisor.queues.stats(),
         "workers": workers,
+        "scaling_activity": supervisor.autoscaler.history.newest_first(),
     }
 
 

@@ -1,5 +1,6 @@
 """``surge status``: every process, pool, target, queue and worker group of a running
-``surge up``, read from its admin API. Rates (backlog change, restarts) come from two reads.
+``surge up``, its scaling policies and activity, read from its admin API. Rates (backlog
+change, restarts) come from two reads.
 """
 
 from __future__ import annotations
@@ -97,7 +98,46 @@ def render(state: dict[str, Any], rates: dict[str, Any]) -> Group:
     for name, group in state.get("workers", {}).items():
         workers.add_row(name, group["queue"], f"{group['running']}/{group['desired']}",
                         str(group["concurrency"]))
-    return Group(processes, pools, queues, workers)
+    parts = [processes, pools, queues, workers]
+    if _scaled_groups(state) or state.get("scaling_activity"):
+        parts += [render_policies(state), render_activity(state)]
+    return Group(*parts)
+
+
+def _scaled_groups(state: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(kind, name, group["scaling"])
+            for kind, key in (("pool", "pools"), ("worker", "workers"))
+            for name, group in state.get(key, {}).items() if group.get("scaling")]
+
+
+def render_policies(state: dict[str, Any]) -> Table:
+    """Each target-tracking policy with its latest datapoint against its target."""
+    table = Table(title="Scaling policies", title_justify="left")
+    for column in ("group", "policy", "value", "target"):
+        table.add_column(column)
+    for kind, name, scaling in _scaled_groups(state):
+        for policy, reading in scaling["policies"].items():
+            value = reading.get("value")
+            table.add_row(f"{kind} {name}", policy, "-" if value is None else f"{value:g}",
+                          f"{reading['target']:g}")
+    return table
+
+
+def render_activity(state: dict[str, Any], limit: int = 10) -> Table:
+    """The newest scaling activities, like an Auto Scaling group's activity history."""
+    table = Table(title="Scaling activity", title_justify="left")
+    for column in ("time", "group", "from → to", "cause"):
+        table.add_column(column)
+    for activity in state.get("scaling_activity", [])[:limit]:
+        arrow = "[green]↑[/green]" if activity["direction"] == "out" else "[yellow]↓[/yellow]"
+        table.add_row(
+            time.strftime("%H:%M:%S", time.localtime(activity["time"])),
+            f"{activity['kind']} {activity['group']}",
+            f"{arrow} {activity['from_desired']} → {activity['to_desired']}",
+            f"{activity['policy']} {activity['value']:g} "
+            f"{'>' if activity['direction'] == 'out' else '<'} target {activity['target']:g}",
+        )
+    return table
 
 
 def show_status(admin_url: str, *, as_json: bool, watch: bool) -> int:

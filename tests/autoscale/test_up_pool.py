@@ -1,0 +1,179 @@
+"""``surge up`` with a CPU policy on a pool: CPU-bound load grows the pool from min within
+warmup + evaluation time; light load afterwards shrinks it back, and the client sees no
+error while the surplus instance drains and stops."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from integration.surge_up import SurgeUp, http, wait_for, write_config
+
+POOL_CONFIG = """
+data_dir = "data"
+[gateway]
+processes = 1
+[gateway.access_log]
+enabled = {access_log}
+[queue_backend]
+url = "http://127.0.0.1:1"
+[[routes]]
+prefix = "/"
+proxy = {{ pool = "web" }}
+[pools.web]
+command = "{python} {app} {{port}}"
+workers = 1
+instances = {{ min = 1, max = {max_instances}, desired = 1 }}
+deregistration_delay = "{drain}"
+health_check = {{ path = "/", interval = "1s", healthy_threshold = 1 }}
+[pools.web.scaling]
+period = "1s"
+"""
+
+CPU_SCALING = """
+cpu = 50
+evaluation_periods = 3
+scale_in_evaluation_periods = 4
+instance_warmup = "2s"
+scale_out_cooldown = "2s"
+scale_in_cooldown = "0s"
+"""
+
+REQUESTS_SCALING = """
+requests_per_target = 300
+evaluation_periods = 2
+instance_warmup = "1s"
+"""
+
+
+def pool_config(tmp_path, scaling: str, *, access_log: bool, max_instances: int, drain: str):
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    text = POOL_CONFIG.format(python=sys.executable, app=app, max_instances=max_instances,
+                              drain=drain, access_log=str(access_log).lower()) + scaling
+    return write_config(tmp_path / "surge.toml", text)
+
+
+APP = '''
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/work":
+            deadline = time.process_time() + 0.02  # 20 ms of CPU per request
+            while time.process_time() < deadline:
+                pass
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+'''
+
+
+class Load:
+    """Client threads asking for /work, each pausing ``pause`` between requests."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.pause = 0.0
+        self.errors: list[object] = []
+        self.answered = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._ask) for _ in range(3)]
+
+    def _ask(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, _, _ = http("GET", f"{self.url}/work", timeout=10)
+                if status == 200:
+                    self.answered += 1
+                else:
+                    self.errors.append(status)
+            except OSError as exc:
+                self.errors.append(repr(exc))
+            time.sleep(self.pause)
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def test_cpu_load_grows_the_pool_and_light_load_shrinks_it_without_errors(tmp_path):
+    config = pool_config(tmp_path, CPU_SCALING, access_log=False, max_instances=2, drain="2s")
+    up = SurgeUp(tmp_path, config).start()
+    try:
+        up.wait_until_up(timeout=30)
+        assert pool(up)["desired"] == 1
+        with Load(up.gateway) as load:
+            started = time.monotonic()
+            wait_for("scale-out to 2 instances", lambda: pool(up)["desired"] == 2, 25)
+            grown_after = time.monotonic() - started
+            out = up.state()["scaling_activity"][0]
+            assert (out["direction"], out["policy"], out["from_desired"], out["to_desired"]) \
+                == ("out", "cpu", 1, 2)
+            assert out["value"] > 50
+            wait_for("2 active targets", lambda: len(active(up)) == 2, 15)
+            up.remember_descendants()
+            load.pause = 0.3  # light load: well under half a core over two instances
+            wait_for("scale-in to 1 instance", lambda: pool(up)["desired"] == 1, 25)
+            wait_for("the surplus instance drained and stopped",
+                     lambda: len(pool(up)["targets"]) == 1 and len(instances(up)) == 1, 15)
+            time.sleep(1)  # traffic keeps flowing to the one left
+        assert load.errors == []
+        assert load.answered > 0
+        last = up.state()["scaling_activity"][0]
+        assert (last["direction"], last["policy"], last["to_desired"]) == ("in", "cpu", 1)
+        assert last["value"] < 45
+        # Grown within the evaluation (3 × 1 s) plus a few periods to get the first samples.
+        assert grown_after < 10, grown_after
+        assert up.terminate(timeout=60) == 0
+        assert up.survivors() == []
+    finally:
+        up.close()
+
+
+def pool(up: SurgeUp) -> dict:
+    return up.state()["pools"]["web"]
+
+
+def active(up: SurgeUp) -> list[str]:
+    return [t["address"] for t in pool(up)["targets"] if t["state"] == "active"]
+
+
+def instances(up: SurgeUp) -> list[str]:
+    return [p["name"] for p in up.state()["processes"] if p["kind"] == "pool"]
+
+
+def test_requests_per_target_from_the_access_log_grows_the_pool(tmp_path):
+    config = pool_config(tmp_path, REQUESTS_SCALING, access_log=True, max_instances=3, drain="1s")
+    up = SurgeUp(tmp_path, config).start()
+    try:
+        up.wait_until_up(timeout=30)
+        with Load(up.gateway) as load:
+            load.pause = 0.05  # ~40 requests a second: far over 300 a minute (5 a second)
+            wait_for("scale-out to 3 instances", lambda: pool(up)["desired"] == 3, 20)
+        assert load.errors == []
+        out = up.state()["scaling_activity"][-1]
+        assert (out["policy"], out["from_desired"], out["to_desired"]) == \
+            ("requests_per_target", 1, 3)
+        assert out["value"] > 300
+        assert up.terminate(timeout=60) == 0
+    finally:
+        up.close()
