@@ -157,6 +157,23 @@ def test_slots_are_never_exceeded_and_waiters_are_served_in_order():
     assert a.in_flight == 1
 
 
+def test_expired_waiters_leave_the_line_oldest_first_and_checks_never_expire():
+    a = target(1, limit=1)
+    admission = Admission(RoundRobin(), max_waiting=10)
+    admission.targets.append(a)
+    admission.try_acquire(0.0)
+    early, late = Waiter(deadline=5.0), Waiter(deadline=7.0)
+    check = Waiter(only=a)
+    admission.enqueue(early)
+    admission.enqueue(late)
+    admission.enqueue_first(check)
+    assert admission.expire(4.9) == []
+    assert admission.expire(5.0) == [early]
+    assert list(admission.waiting) == [check, late]
+    assert admission.expire(100.0) == [late]
+    assert list(admission.waiting) == [check]
+
+
 def test_a_retrying_waiter_does_not_block_the_line():
     a, b = target(1, limit=1), target(2, limit=1)
     admission = Admission(RoundRobin(), max_waiting=10)

@@ -9,6 +9,7 @@ whose wait exceeded queue_timeout.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ class Waiter:
     granted: Target | None = None
     prepared: object | None = None  # what the caller did at once when granted (see pool)
     on_grant: Callable[[Waiter], None] | None = field(default=None, repr=False)
+    deadline: float = math.inf  # when it gives up (health checks never do)
+    on_timeout: Callable[[Waiter], None] | None = field(default=None, repr=False)
 
 
 class Admission:
@@ -100,6 +103,23 @@ class Admission:
             if waiter.on_grant is not None:
                 waiter.on_grant(waiter)
         return granted
+
+    def expire(self, now: float) -> list[Waiter]:
+        """Take the waiters whose deadline has passed out of the line. Requests join at
+        the tail with the same queue_timeout, so deadlines grow along the line: the walk
+        stops at the first one still in time (health checks, first in line, have none)."""
+        expired: list[Waiter] = []
+        index = 0
+        while index < len(self.waiting):
+            waiter = self.waiting[index]
+            if waiter.deadline == math.inf:
+                index += 1
+                continue
+            if waiter.deadline > now:
+                break
+            del self.waiting[index]
+            expired.append(waiter)
+        return expired
 
     def has_targets(self) -> bool:
         return any(not t.draining for t in self.targets)

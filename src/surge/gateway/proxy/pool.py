@@ -27,6 +27,10 @@ log = logging.getLogger("surge.gateway.proxy")
 # A request already sent on a pooled connection when its slot was granted.
 Prepared = tuple[UpstreamConnection, UpstreamResponse]
 
+# How often the deadlines of requests waiting for a slot are checked: queue_timeout is
+# kept to within this.
+QUEUE_SWEEP_INTERVAL = 0.05
+
 # How long a target that refused a connection gets no traffic (nginx's fail_timeout).
 PASSIVE_EJECTION_TIME = 10.0
 
@@ -66,6 +70,7 @@ class TargetPool:
         self.connections: dict[Target, ConnectionPool] = {}
         self.leaving: set[Target] = set()  # removed from the target list, still draining
         self.counters = PoolCounters()
+        self._sweep: asyncio.TimerHandle | None = None  # the deadline check of the line
 
     # --- targets --------------------------------------------------------------------
     @property
@@ -161,22 +166,14 @@ class TargetPool:
                 waiter.prepared = self._send_now(waiter.granted, request, skip_body)
             _settle(granted)
 
-        waiter = Waiter(excluded=tuple(excluded), on_grant=on_grant)
-        if not self.admission.enqueue(waiter):
-            self.counters.rejected_queue_full += 1
-            raise NoCapacity(f"pool {self.name!r}: {self.admission.max_waiting} requests "
-                             "already wait for a target")
-        self.counters.queued += 1
-
-        def give_up() -> None:
-            # Leave the line in the timer's own callback, so no slot can be granted between
-            # the deadline and this task waking up. One timer handle per wait is cheaper
-            # than asyncio.timeout's context manager on a path every queued request takes.
+        def give_up(_: Waiter) -> None:
+            # Out of the line already (the sweep took it): no slot can be granted between
+            # the deadline and this task waking up.
             if not granted.done():
-                self.admission.cancel(waiter)
                 granted.set_exception(TimeoutError())
 
-        deadline = loop.call_later(self.settings.queue_timeout, give_up)
+        waiter = Waiter(excluded=tuple(excluded), on_grant=on_grant, on_timeout=give_up)
+        self._join_line(waiter)
         try:
             await granted
         except TimeoutError:
@@ -191,8 +188,6 @@ class TargetPool:
                     self.connections[waiter.granted].put(prepared[0], None)
                 self.release(waiter.granted)
             raise
-        finally:
-            deadline.cancel()
         assert waiter.granted is not None
         return waiter.granted, _prepared(waiter)
 
@@ -209,27 +204,39 @@ class TargetPool:
         if not self.admission.has_targets():
             self.counters.rejected_no_targets += 1
             raise NoCapacity(f"pool {self.name!r} has no targets")
-        timer: asyncio.TimerHandle | None = None
-
         def on_grant(waiter: Waiter) -> None:
-            if timer is not None:
-                timer.cancel()
             assert waiter.granted is not None
             granted(waiter.granted, self._send_now(waiter.granted, request, skip_body))
 
-        waiter = Waiter(on_grant=on_grant)
+        def give_up(_: Waiter) -> None:
+            self.counters.rejected_queue_timeout += 1
+            granted(None, None)
+
+        self._join_line(Waiter(on_grant=on_grant, on_timeout=give_up))
+
+    def _join_line(self, waiter: Waiter) -> None:
+        """Queue ``waiter`` with its deadline (``NoCapacity`` when the line is full)."""
+        waiter.deadline = self.clock() + self.settings.queue_timeout
         if not self.admission.enqueue(waiter):
             self.counters.rejected_queue_full += 1
             raise NoCapacity(f"pool {self.name!r}: {self.admission.max_waiting} requests "
                              "already wait for a target")
         self.counters.queued += 1
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(QUEUE_SWEEP_INTERVAL,
+                                                                self._expire_waiters)
 
-        def give_up() -> None:
-            self.admission.cancel(waiter)
-            self.counters.rejected_queue_timeout += 1
-            granted(None, None)
-
-        timer = asyncio.get_running_loop().call_later(self.settings.queue_timeout, give_up)
+    def _expire_waiters(self) -> None:
+        """Deadlines of the line, checked a few times a second: one timer for the whole
+        pool instead of one per waiting request (a timer each cost a tenth of the
+        proxy's time under overload)."""
+        self._sweep = None
+        for waiter in self.admission.expire(self.clock()):
+            if waiter.on_timeout is not None:
+                waiter.on_timeout(waiter)
+        if self.admission.waiting:
+            self._sweep = asyncio.get_running_loop().call_later(QUEUE_SWEEP_INTERVAL,
+                                                                self._expire_waiters)
 
     def _send_now(self, target: Target, request: bytes, skip_body: bool) -> Prepared | None:
         connections = self.connections.get(target)
@@ -326,6 +333,9 @@ class TargetPool:
         }
 
     def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for connections in self.connections.values():
             connections.abort_all()
 
