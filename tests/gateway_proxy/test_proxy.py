@@ -203,6 +203,17 @@ async def test_get_is_retried_elsewhere_but_post_never():
 
 
 @run_async
+async def test_a_closed_keep_alive_connection_is_tried_once_more_on_a_new_one():
+    async with upstreams() as [app], proxy([app.address]) as service:
+        assert (await get(service)).status == 200  # leaves a kept-alive connection
+        app.drop_reused = True
+        assert (await get(service)).status == 200  # reused, dropped, then a new connection
+        assert web(service)["retries"] == 1
+        assert (await get(service, method="POST")).status == 502  # never sent twice
+        assert web(service)["retries"] == 1
+
+
+@run_async
 async def test_health_checks_move_targets_and_fail_open():
     async with upstreams(2) as [a, b], proxy(
         [a.address, b.address],

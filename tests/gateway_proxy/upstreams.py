@@ -73,6 +73,9 @@ class PythonUpstream:
         self.max_in_progress = 0
         self.health_status = 200
         self.reset_everything = False  # close every connection at once without answering
+        # Close a kept-alive connection at its next request without answering: an idle
+        # connection timed out by the server just as the proxy reuses it.
+        self.drop_reused = False
         self.writers: set[asyncio.StreamWriter] = set()
 
     @property
@@ -95,13 +98,15 @@ class PythonUpstream:
         self.connections += 1
         connection_id = self.connections
         self.writers.add(writer)
+        carried = 0
         try:
             while True:
                 try:
                     method, target, headers, raw = await _read_head(reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
-                if self.reset_everything:
+                carried += 1
+                if self.reset_everything or (self.drop_reused and carried > 1):
                     return
                 # Health checks come on their own connections: count only proxied requests.
                 counted = 0 if target.startswith("/health") else 1

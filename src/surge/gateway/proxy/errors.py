@@ -28,10 +28,14 @@ class UpstreamBroken(ProxyError):
 
     http_status = 502
 
-    def __init__(self, message: str, *, nothing_received: bool = False) -> None:
+    def __init__(self, message: str, *, nothing_received: bool = False,
+                 reused: bool = False) -> None:
         # True when not one byte of a response arrived: the request may be retried elsewhere
         # (if idempotent), because the client has seen nothing yet.
         self.nothing_received = nothing_received
+        # True when the connection had carried a request before: a kept-alive connection
+        # the target closed as we reused it, worth one more try on a fresh one.
+        self.reused = reused
         super().__init__(message)
 
 

@@ -111,12 +111,14 @@ class ProxyHandler:
         pool = self.pool
         tried: list[Target] = []
         skip_body = request.method == "HEAD"
+        fresh = False  # the next attempt opens a new connection
         while True:
             if acquired is not None:
                 (target, prepared), acquired = acquired, None
             else:
                 try:
-                    target, prepared = await pool.acquire(tried, whole_request, skip_body)
+                    target, prepared = await pool.acquire(
+                        tried, None if fresh else whole_request, skip_body)
                 except NoCapacity as exc:
                     await _answer_from_gateway(response, 503, str(exc), retry_after=True)
                     return
@@ -124,7 +126,7 @@ class ProxyHandler:
             slot = _Slot(pool, target)
             try:
                 await self._attempt(slot, request, response, head, whole_request, streamed,
-                                    prepared)
+                                    prepared, fresh=fresh)
                 return
             except ProxyError as exc:
                 if isinstance(exc, UpstreamConnectError):
@@ -132,6 +134,22 @@ class ProxyHandler:
                 retryable = isinstance(exc, UpstreamConnectError) or (
                     isinstance(exc, UpstreamBroken) and exc.nothing_received)
                 slot.release()  # before counting the targets left to try
+                if not fresh and isinstance(exc, UpstreamBroken) and exc.reused \
+                        and exc.nothing_received and may_retry(
+                            request.method, response_started=response.started,
+                            body_replayable=streamed is None or not streamed.started,
+                            attempts=1, other_targets=1):
+                    # A kept-alive connection the target closed just as we reused it (its
+                    # keep-alive timeout): once more, on a new connection, any target
+                    # including this one — as nginx does for a cached connection.
+                    fresh = True
+                    tried.remove(target)
+                    pool.counters.retries += 1
+                    log.info("pool %s: %s %s met a closed keep-alive connection to %s; "
+                             "again on a new one", pool.name, request.method, request.target,
+                             target.address)
+                    continue
+                fresh = False
                 if retryable and may_retry(
                     request.method, response_started=response.started,
                     body_replayable=streamed is None or not streamed.started,
@@ -163,6 +181,8 @@ class ProxyHandler:
         whole_request: bytes | None,
         streamed: _StreamedBody | None,
         prepared: Prepared | None,
+        *,
+        fresh: bool = False,
     ) -> None:
         target = slot.target
         connections = self.pool.connections_to(target)
@@ -170,7 +190,7 @@ class ProxyHandler:
         if prepared is not None:
             connection, upstream = prepared  # sent already, when the slot was granted
         else:
-            connection, _ = await connections.get()
+            connection, _ = await connections.get(fresh=fresh)
             upstream = connection.begin(skip_body=request.method == "HEAD")
         try:
             if prepared is None:

@@ -79,7 +79,8 @@ class UpstreamResponse:
             raise self.error
         if self.connection.closed:
             raise UpstreamBroken("the target closed the connection",
-                                 nothing_received=not self.received_any)
+                                 nothing_received=not self.received_any,
+                                 reused=self.connection.requests_begun > 1)
 
     def add_body(self, piece: bytes) -> int:
         self._body.append(piece)
@@ -131,6 +132,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.response: UpstreamResponse | None = None  # the one being received
         self._informational = False
         self._replace_parser = False
+        self.requests_begun = 0  # more than one: kept alive and reused
 
     # --- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -174,6 +176,7 @@ class UpstreamConnection(asyncio.Protocol):
                     "the target closed the connection"
                     + (" before responding" if not response.received_any else " mid-response"),
                     nothing_received=not response.received_any,
+                    reused=self.requests_begun > 1,
                 )
         response.wake()
 
@@ -232,6 +235,7 @@ class UpstreamConnection(asyncio.Protocol):
     # --- what the request cycle calls -------------------------------------------------
     def begin(self, *, skip_body: bool) -> UpstreamResponse:
         """Start the next request on this connection; its response will arrive here."""
+        self.requests_begun += 1
         self.response = UpstreamResponse(self, skip_body=skip_body)
         return self.response
 
@@ -240,7 +244,8 @@ class UpstreamConnection(asyncio.Protocol):
             response = self.response
             raise (response.error if response is not None and response.error else None) or \
                 UpstreamBroken("the target closed the connection",
-                               nothing_received=response is None or not response.received_any)
+                               nothing_received=response is None or not response.received_any,
+                               reused=self.requests_begun > 1)
         self._transport.write(data)
 
     async def drain(self, timeout: float) -> None:
@@ -308,9 +313,9 @@ class ConnectionPool:
         self.opened = 0
         self.reused = 0
 
-    async def get(self) -> tuple[UpstreamConnection, bool]:
-        """A connection and whether it was reused."""
-        idle = self.take_idle()
+    async def get(self, *, fresh: bool = False) -> tuple[UpstreamConnection, bool]:
+        """A connection and whether it was reused; ``fresh``: a new one in any case."""
+        idle = None if fresh else self.take_idle()
         if idle is not None:
             return idle, True
         connection = await open_connection(self.host, self.port, self.connect_timeout)
