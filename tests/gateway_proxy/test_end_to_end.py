@@ -100,6 +100,19 @@ def test_through_the_gateway_to_starman(gateway_to_starman: int) -> None:
         pids.add(seen["pid"])
     connection.close()
 
+    # a small chunked response arrives whole in one read (the task-free path re-chunks it),
+    # also to an HTTP/1.0 client, which gets it close-delimited
+    status, headers, body = _request(port, "GET", "/big?size=10")
+    assert status == 200 and body == b"y" * 10 and headers["transfer-encoding"] == "chunked"
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"GET /big?size=10 HTTP/1.0\r\nHost: x\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower()
+    assert body == b"y" * 10
+
     # a streamed download Starman sends chunked arrives whole
     size = 4 * 1024 * 1024
     status, _, body = _request(port, "GET", f"/big?size={size}")
