@@ -104,19 +104,23 @@ class ResponseStream:
     async def write(self, data: bytes) -> None:
         if self.ended:
             raise RuntimeError("response already ended")
+        wire = self._encode(data, last=False)
+        if wire:
+            self._flow.write(wire)
+        if data and not self.head_only:
+            await self._flow.drain()
+
+    def _encode(self, data: bytes, *, last: bool) -> bytes:
+        """The held-back head (once), ``data`` framed for the wire, and with ``last`` the
+        end of a chunked body."""
         head = self._take_head()
-        if self.head_only or not data:
-            if head:
-                self._flow.write(head)
-            return
+        if self.head_only:
+            return head
         self.body_bytes += len(data)
-        if self._chunked:
-            self._flow.write(b"%s%x\r\n%s\r\n" % (head, len(data), data))
-        elif head:
-            self._flow.write(head + data)
-        else:
-            self._flow.write(data)
-        await self._flow.drain()
+        if not self._chunked:
+            return head + data if head else data
+        body = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        return head + body + (b"0\r\n\r\n" if last else b"")
 
     async def sendfile(self, path: str, offset: int, count: int) -> None:
         head = self._take_head()
@@ -146,10 +150,9 @@ class ResponseStream:
     async def end(self) -> None:
         if self.ended:
             return
-        head = self._take_head()
-        tail = b"0\r\n\r\n" if self._chunked and not self.head_only else b""
-        if head or tail:
-            self._flow.write(head + tail)
+        wire = self._encode(b"", last=True)
+        if wire:
+            self._flow.write(wire)
         self.ended = True
         await self._flow.drain()
 
@@ -159,17 +162,9 @@ class ResponseStream:
         ``drained()`` before the connection takes on another response."""
         if self.ended:
             raise RuntimeError("response already ended")
-        head = self._take_head()
-        if self.head_only or not data:
-            tail = b"0\r\n\r\n" if self._chunked and not self.head_only else b""
-            if head or tail:
-                self._flow.write(head + tail)
-        else:
-            self.body_bytes += len(data)
-            if self._chunked:
-                self._flow.write(b"%s%x\r\n%s\r\n0\r\n\r\n" % (head, len(data), data))
-            else:
-                self._flow.write(head + data)
+        wire = self._encode(data, last=True)
+        if wire:
+            self._flow.write(wire)
         self.ended = True
         return not self._flow.writing_paused
 

@@ -75,10 +75,7 @@ class ProxyHandler:
         if body.content_length or not body.complete \
                 or request.header(b"transfer-encoding") is not None:
             return False
-        head = request_head(request.method, request.target, request_headers(
-            request.headers, client_host=request.client_host, scheme=request.scheme,
-            server_port=request.server_port, body_length=0))
-        _EagerExchange(self, request, response, done, head).begin()
+        _EagerExchange(self, request, response, done, _head_for(request, 0)).begin()
         return True
 
     async def handle(self, request: Request, response: ResponseWriter) -> None:
@@ -91,9 +88,7 @@ class ProxyHandler:
             length = len(buffered)
         else:
             streamed = _StreamedBody(request.body, chunked)
-        head = request_head(request.method, request.target, request_headers(
-            request.headers, client_host=request.client_host, scheme=request.scheme,
-            server_port=request.server_port, body_length=length))
+        head = _head_for(request, length)
         whole_request = (head + buffered if buffered else head) if buffered is not None else None
         await self.cycle(request, response, head, whole_request, streamed)
 
@@ -257,37 +252,27 @@ class _EagerExchange:
         pool = self.handler.pool
         target = pool.try_acquire_now()
         if target is not None:
-            self._granted(target, None)
+            self._granted(target)
             return
         try:
-            pool.wait_for_slot(self.head, self.request.method == "HEAD", self._granted)
+            pool.wait_for_slot(self._granted)
         except NoCapacity as exc:
             self._continue(_answer_from_gateway(self.response, 503, str(exc), retry_after=True))
 
-    def _granted(self, target: Target | None, prepared: Prepared | None) -> None:
+    def _granted(self, target: Target | None) -> None:
         handler = self.handler
         pool = handler.pool
         if target is None:  # queue_timeout passed in line
             self._continue(_answer_from_gateway(
-                self.response, 503, f"pool {pool.name!r}: no target free within "
-                f"{pool.settings.queue_timeout:g}s", retry_after=True))
+                self.response, 503, str(pool.queue_timeout_error()), retry_after=True))
             return
         self.slot = _Slot(pool, target)
-        connections = self.connections = pool.connections_to(target)
-        if prepared is None:
-            connection = connections.take_idle()
-            if connection is None:  # a connection to open: the coroutine path does that
-                self._hand_over(None)
-                return
-            upstream = connection.begin(skip_body=self.request.method == "HEAD")
-            try:
-                connection.write(self.head)
-            except ProxyError:
-                connections.put(connection, None)
-                self._hand_over(None)
-                return
-        else:
-            connection, upstream = prepared
+        self.connections = pool.connections_to(target)
+        prepared = pool.send_on_idle(target, self.head, self.request.method == "HEAD")
+        if prepared is None:  # a connection to open: the coroutine path does that
+            self._hand_over(None)
+            return
+        connection, upstream = prepared
         self.connection, self.upstream = connection, upstream
         self.started_at = handler.clock()
         upstream.listener = self._on_upstream
@@ -383,6 +368,13 @@ class _Slot:
         if self.held:
             self.held = False
             self.pool.release(self.target)
+
+
+def _head_for(request: Request, body_length: int | None) -> bytes:
+    """The request line and headers sent to the target (``None``: a chunked body)."""
+    return request_head(request.method, request.target, request_headers(
+        request.headers, client_host=request.client_host, scheme=request.scheme,
+        server_port=request.server_port, body_length=body_length))
 
 
 async def _read_small_body(body: RequestBody) -> bytes:

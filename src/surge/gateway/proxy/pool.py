@@ -155,15 +155,11 @@ class TargetPool:
         target = self.admission.try_acquire(self.clock(), excluded)
         if target is not None:
             return target, None
-        if not self.admission.has_targets():
-            self.counters.rejected_no_targets += 1
-            raise NoCapacity(f"pool {self.name!r} has no targets")
-        loop = asyncio.get_running_loop()
-        granted: asyncio.Future[None] = loop.create_future()
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def on_grant(waiter: Waiter) -> None:
             if request is not None and waiter.granted is not None:
-                waiter.prepared = self._send_now(waiter.granted, request, skip_body)
+                waiter.prepared = self.send_on_idle(waiter.granted, request, skip_body)
             _settle(granted)
 
         def give_up(_: Waiter) -> None:
@@ -177,9 +173,7 @@ class TargetPool:
         try:
             await granted
         except TimeoutError:
-            self.counters.rejected_queue_timeout += 1
-            raise NoCapacity(f"pool {self.name!r}: no target free within "
-                             f"{self.settings.queue_timeout:g}s") from None
+            raise self.queue_timeout_error() from None
         except BaseException:
             self.admission.cancel(waiter)
             if waiter.granted is not None:
@@ -195,27 +189,23 @@ class TargetPool:
         """A free slot at once, or None (someone waits already, or every target is full)."""
         return self.admission.try_acquire(self.clock())
 
-    def wait_for_slot(self, request: bytes, skip_body: bool,
-                      granted: Callable[[Target | None, Prepared | None], None]) -> None:
-        """``acquire`` without a task: join the line; ``granted(target, prepared)`` is called
-        when a slot comes free (the request already sent on an idle connection if one was
-        there), or ``granted(None, None)`` after queue_timeout. Raises ``NoCapacity`` at
-        once when there is no target or the line is full, as ``acquire`` does."""
+    def wait_for_slot(self, granted: Callable[[Target | None], None]) -> None:
+        """``acquire`` without a task: join the line; ``granted(target)`` is called the
+        moment a slot comes free, or ``granted(None)`` after queue_timeout. Raises
+        ``NoCapacity`` at once when there is no target or the line is full."""
+        self._join_line(Waiter(on_grant=lambda waiter: granted(waiter.granted),
+                               on_timeout=lambda _: granted(None)))
+
+    def queue_timeout_error(self) -> NoCapacity:
+        return NoCapacity(f"pool {self.name!r}: no target free within "
+                          f"{self.settings.queue_timeout:g}s")
+
+    def _join_line(self, waiter: Waiter) -> None:
+        """Queue ``waiter`` with its deadline; ``NoCapacity`` when there is no target or
+        the line is full."""
         if not self.admission.has_targets():
             self.counters.rejected_no_targets += 1
             raise NoCapacity(f"pool {self.name!r} has no targets")
-        def on_grant(waiter: Waiter) -> None:
-            assert waiter.granted is not None
-            granted(waiter.granted, self._send_now(waiter.granted, request, skip_body))
-
-        def give_up(_: Waiter) -> None:
-            self.counters.rejected_queue_timeout += 1
-            granted(None, None)
-
-        self._join_line(Waiter(on_grant=on_grant, on_timeout=give_up))
-
-    def _join_line(self, waiter: Waiter) -> None:
-        """Queue ``waiter`` with its deadline (``NoCapacity`` when the line is full)."""
         waiter.deadline = self.clock() + self.settings.queue_timeout
         if not self.admission.enqueue(waiter):
             self.counters.rejected_queue_full += 1
@@ -232,13 +222,16 @@ class TargetPool:
         proxy's time under overload)."""
         self._sweep = None
         for waiter in self.admission.expire(self.clock()):
+            self.counters.rejected_queue_timeout += 1
             if waiter.on_timeout is not None:
                 waiter.on_timeout(waiter)
         if self.admission.waiting:
             self._sweep = asyncio.get_running_loop().call_later(QUEUE_SWEEP_INTERVAL,
                                                                 self._expire_waiters)
 
-    def _send_now(self, target: Target, request: bytes, skip_body: bool) -> Prepared | None:
+    def send_on_idle(self, target: Target, request: bytes, skip_body: bool) -> Prepared | None:
+        """Send ``request`` on an idle kept-alive connection to ``target`` now; None when
+        there is none (or it broke as we wrote): the caller opens one."""
         connections = self.connections.get(target)
         connection = connections.take_idle() if connections is not None else None
         if connections is None or connection is None:
