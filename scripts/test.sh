@@ -4,8 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
 # Loopback load tests open many connections: widen the ephemeral port range when allowed.
+# It starts above surge's fixed default ports (8080, 8081, 9324), so an outgoing connection
+# never takes one of them from a later `surge up`.
 if [[ -w /proc/sys/net/ipv4/ip_local_port_range ]]; then
-    echo "1024 65000" > /proc/sys/net/ipv4/ip_local_port_range || true
+    echo "10240 65000" > /proc/sys/net/ipv4/ip_local_port_range || true
 fi
 # A gateway process being replaced hands the connections waiting in its accept queue to its
 # siblings instead of resetting them (SO_REUSEPORT; Linux ≥ 5.14).

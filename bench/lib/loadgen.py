@@ -30,8 +30,9 @@ class WrkResult:
         return sum(self.socket_errors.values())
 
 
-def widen_port_range(low: int = 1024, high: int = 65000) -> str:
-    """Widen the ephemeral port range when permitted; return what it is now."""
+def widen_port_range(low: int = 10240, high: int = 65000) -> str:
+    """Widen the ephemeral port range when permitted; return what it is now. It starts above
+    surge's fixed default ports (8080, 8081, 9324) so no outgoing connection holds one."""
     try:
         PORT_RANGE_FILE.write_text(f"{low} {high}\n")
     except OSError:
