@@ -152,12 +152,17 @@ def test_enqueue_202_only_when_stored_then_503_when_queue_dies(tmp_path: Path) -
 def test_sigterm_finishes_in_flight_and_exits_0() -> None:
     app = start_app_server()
     try:
-        with Conn(app.port) as busy, Conn(app.port) as idle:
+        with Conn(app.port) as busy, Conn(app.port) as idle, Conn(app.port) as fresh:
             idle.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert idle.response()[0] == 200
             busy.send(b"GET /slow?drain HTTP/1.1\r\nHost: x\r\n\r\n")
             time.sleep(0.1)
             app.popen.send_signal(signal.SIGTERM)
+            # Accepted before the signal, its request sent after: still answered, then closed.
+            time.sleep(0.1)
+            fresh.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, _ = fresh.response()
+            assert status == 200 and headers["connection"] == "close"
             assert busy.response()[2] == b"slow drain"
             assert idle.rest() == b""  # idle keep-alive closed
             assert app.popen.wait(10) == 0

@@ -47,6 +47,8 @@ from surge.gateway.http.writer import ResponseStream
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = b"/health"
+# At shutdown, how long a just-accepted connection may take to send its first request.
+FIRST_REQUEST_GRACE = 1.0
 
 
 class ConnectionHost(Protocol):
@@ -104,9 +106,9 @@ class HttpConnection(asyncio.Protocol):
     # Slots: 50,000 of these live at once; they also make attribute access cheaper.
     __slots__ = ("_body_paused", "_completed_in_feed", "_drain_waiters", "_error", "_fast_health",
                  "_head_raw", "_head_size", "_headers", "_reading_paused", "_replayable", "_url",
-                 "_write_paused",
-                 "active", "client", "closed", "deadline", "host", "keep_alive", "limits", "parser",
-                 "pending", "reading", "registered", "state", "task", "transport")
+                 "_write_paused", "active", "client", "closed", "deadline", "fresh_until", "host",
+                 "keep_alive", "limits", "parser", "pending", "reading", "registered", "state",
+                 "task", "transport")
 
     def __init__(self, host: ConnectionHost) -> None:
         self.host = host
@@ -115,6 +117,7 @@ class HttpConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.state = ReadState.IDLE
         self.deadline = 0.0  # loop time; 0: none
+        self.fresh_until = 0.0  # until then, a connection that has sent nothing yet is spared
         self.client: tuple[str, int] = ("", 0)
         self.pending: deque[Exchange] = deque()  # parsed, waiting their turn
         self.active: Exchange | None = None  # being answered
@@ -154,7 +157,9 @@ class HttpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client = (peer[0], peer[1])
-        self.deadline = time.monotonic() + self.limits.header_timeout
+        now = time.monotonic()
+        self.deadline = now + self.limits.header_timeout
+        self.fresh_until = now + FIRST_REQUEST_GRACE
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.registered:
@@ -171,6 +176,7 @@ class HttpConnection(asyncio.Protocol):
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
+        self.fresh_until = 0.0
         state = self.state
         if state is ReadState.DONE:
             return
@@ -587,10 +593,14 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(RequestTimeout("the client was too slow sending the request"))
             self.deadline = now + 5.0  # a client that never reads the 408 is cut then
 
-    def close_if_idle(self) -> bool:
-        """For shutdown: close now when nothing is being answered; True if closed."""
+    def close_if_idle(self, now: float) -> bool:
+        """For shutdown: close now when nothing is being received or answered; True if
+        closed. A connection accepted moments ago that has sent nothing yet is a client
+        whose request is on its way: it gets FIRST_REQUEST_GRACE to send it, and its answer
+        closes the connection (keep_alive is off from here on)."""
         self.keep_alive = False
-        if self.active is None and not self.pending and self.state is not ReadState.BODY:
+        if self.active is None and not self.pending \
+                and self.state in (ReadState.IDLE, ReadState.DONE) and now >= self.fresh_until:
             self._close()
             return True
         return False

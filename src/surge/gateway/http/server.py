@@ -123,9 +123,10 @@ class GatewayServer:
             self._server.close()
         deadline = time.monotonic() + timeout
         while True:
+            now = time.monotonic()
             for connection in list(self.connections):
-                connection.close_if_idle()
-            if not self.connections or time.monotonic() >= deadline:
+                connection.close_if_idle(now)
+            if not self.connections or now >= deadline:
                 break
             await asyncio.sleep(0.05)
         cut = len(self.connections)
