@@ -418,6 +418,51 @@ def test_message_move_task_with_rate_can_be_cancelled(sqs: Any) -> None:
         sqs.cancel_message_move_task(TaskHandle="nope")
 
 
+def test_message_move_tasks_survive_a_restart(tmp_path: Path) -> None:
+    server = ServerThread(tmp_path).start()
+    try:
+        sqs = make_client(server.endpoint)
+        _work, dlq, dlq_arn = _with_dlq(sqs, max_receive_count=1)
+        other = new_queue(sqs, "elsewhere")
+        other_arn = sqs.get_queue_attributes(QueueUrl=other, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        for start in (0, 10, 20):
+            sqs.send_message_batch(QueueUrl=dlq, Entries=[
+                {"Id": str(i), "MessageBody": f"m{i}"} for i in range(start, start + 10)])
+        # 10 per second: one message every 0.1 s tick, so the stop lands mid-task.
+        sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=other_arn,
+                                    MaxNumberOfMessagesPerSecond=10)
+        time.sleep(0.35)
+    finally:
+        server.stop()
+    server = ServerThread(tmp_path).start()
+    try:
+        sqs = make_client(server.endpoint)
+        [task] = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+        assert task["Status"] == "RUNNING" and 1 <= task["ApproximateNumberOfMessagesMoved"] < 30
+        deadline = time.monotonic() + 10
+        while task["Status"] == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            [task] = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+        assert task["Status"] == "COMPLETED" and task["ApproximateNumberOfMessagesMoved"] == 30
+        assert task["DestinationArn"] == other_arn
+        assert task["ApproximateNumberOfMessagesToMove"] == 30
+        bodies: set[str] = set()
+        while batch := receive(sqs, other, MaxNumberOfMessages=10):
+            bodies.update(m["Body"] for m in batch)
+        assert bodies == {f"m{i}" for i in range(30)}
+        assert receive(sqs, dlq) == []
+    finally:
+        server.stop()
+    server = ServerThread(tmp_path).start()  # a finished task is still listed after a restart
+    try:
+        sqs = make_client(server.endpoint)
+        [task] = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+        assert task["Status"] == "COMPLETED" and "TaskHandle" not in task
+    finally:
+        server.stop()
+
+
 # -- FIFO -----------------------------------------------------------------------------------------
 
 def test_fifo_order_groups_and_dedup(sqs: Any) -> None:

@@ -71,6 +71,7 @@ class RunningQueueServer:
     async def start(self) -> None:
         loaded = self.store.restore(self.broker, wall_clock_ms())
         self.store.start()
+        self.service.mover.resume(self.store.restore_move_tasks())
         backend = self.settings.queue_backend
         host, port = backend.listen
         app = QueueApp(self.service, access_keys=list(backend.access_keys),

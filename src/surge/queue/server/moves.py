@@ -1,8 +1,9 @@
 """Message move tasks (StartMessageMoveTask): redrive a dead-letter queue's messages back to
 their source queues, or to a chosen destination, at a chosen rate.
 
-Tasks live in memory: after a restart the list is empty and an interrupted task has to be
-started again (each moved message is committed, so nothing is moved twice or lost).
+Tasks are journaled with the messages they move: each step's moves and the task's new count
+commit together, so after a restart (even kill -9) a running task resumes where its last
+commit left it, and ListMessageMoveTasks still shows the finished ones.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from surge.errors import QueueError
 from surge.queue.server import rules
@@ -33,11 +35,17 @@ class MoveTask:
     failure: str | None = None
 
 
+class MoveJournal(Protocol):
+    def move_task_saved(self, task: MoveTask) -> None: ...
+
+
 class MessageMover:
     def __init__(self, broker: Broker, durable: Callable[[], Awaitable[None]],
-                 wake: Callable[[str, int], None], clock: Callable[[], int]) -> None:
+                 wake: Callable[[str, int], None], clock: Callable[[], int],
+                 journal: MoveJournal | None = None) -> None:
         self.broker = broker
         self._durable = durable
+        self._journal = journal
         self._wake = wake  # long-polling receivers of a queue that got messages
         self._clock = clock
         self._tasks: dict[str, MoveTask] = {}
@@ -52,10 +60,25 @@ class MessageMover:
         visible, _, _ = self.broker.counts(source, self._clock())
         task = MoveTask(str(uuid.uuid4()), source, destination, rate, self._clock(), visible)
         self._tasks[task.handle] = task
+        self._save(task)
+        self._launch(task)
+        return task
+
+    def resume(self, tasks: list[MoveTask]) -> None:
+        """After a restart: take back the journaled tasks and go on with the running ones."""
+        for task in tasks:
+            self._tasks[task.handle] = task
+            if task.status == "RUNNING":
+                self._launch(task)
+
+    def _launch(self, task: MoveTask) -> None:
         runner = asyncio.get_running_loop().create_task(self._run(task))
         self._runners.add(runner)
         runner.add_done_callback(self._runners.discard)
-        return task
+
+    def _save(self, task: MoveTask) -> None:
+        if self._journal is not None:
+            self._journal.move_task_saved(task)
 
     def tasks_of(self, source: str) -> list[MoveTask]:
         """The tasks of a source queue, most recent first."""
@@ -70,6 +93,7 @@ class MessageMover:
         if task.status != "RUNNING":
             raise rules.invalid("Only active tasks can be cancelled.")
         task.status = "CANCELLED"
+        self._save(task)
         return task
 
     def stop(self) -> None:
@@ -83,13 +107,16 @@ class MessageMover:
                 limit = min(per_tick, task.to_move - task.moved)
                 moved = self._step(task, limit) if limit > 0 else 0
                 task.moved += moved  # before the await: a cancel meanwhile reports it
-                await self._durable()
                 if moved == 0:
                     task.status = "COMPLETED"
+                self._save(task)  # in the same commit as the moves it counts
+                await self._durable()
+                if task.status != "RUNNING":
                     break
                 await asyncio.sleep(TICK_SECONDS)
         except QueueError as exc:  # a queue deleted under the task
             task.status, task.failure = "FAILED", str(exc)
+            self._save(task)
 
     def _step(self, task: MoveTask, limit: int) -> int:
         now = self._clock()

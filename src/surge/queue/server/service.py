@@ -47,7 +47,7 @@ class QueueService:
         self.store = store
         self.clock = clock
         self.waiters = LongPollWaiters()
-        self.mover = MessageMover(broker, self._durable, self.waiters.wake, clock)
+        self.mover = MessageMover(broker, self._durable, self.waiters.wake, clock, store)
         self.stopping = False
         self._actions: dict[str, Callable[[Params, CallContext], Awaitable[Result]]] = {
             "CreateQueue": self.create_queue,

@@ -23,6 +23,7 @@ import orjson
 
 from surge.queue.server.broker import Broker, QueueState, StoredMessage
 from surge.queue.server.lifecycle import Lifecycle, State
+from surge.queue.server.moves import MoveTask
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -55,6 +56,17 @@ CREATE TABLE IF NOT EXISTS dedup (
     seq INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (queue, key)
+);
+CREATE TABLE IF NOT EXISTS move_tasks (
+    handle TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    destination TEXT,
+    rate INTEGER,
+    started_at INTEGER NOT NULL,
+    to_move INTEGER NOT NULL,
+    moved INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    failure TEXT
 );
 """
 
@@ -234,6 +246,11 @@ class SqliteStore:
         self._add("INSERT OR REPLACE INTO dedup VALUES (?,?,?,?,?)",
                   (queue, key, message_id, seq, expires_at))
 
+    def move_task_saved(self, task: MoveTask) -> None:
+        self._add("INSERT OR REPLACE INTO move_tasks VALUES (?,?,?,?,?,?,?,?,?)",
+                  (task.handle, task.source, task.destination, task.rate, task.started_at,
+                   task.to_move, task.moved, task.status, task.failure))
+
     # -- restore ----------------------------------------------------------------------------
 
     def restore(self, broker: Broker, now: int) -> int:
@@ -263,3 +280,13 @@ class SqliteStore:
         dedup_top = db.execute("SELECT MAX(seq) FROM dedup").fetchone()[0]
         broker.next_seq = max(broker.next_seq, (top or 0) + 1, (dedup_top or 0) + 1)
         return loaded
+
+    def restore_move_tasks(self) -> list[MoveTask]:
+        """Message move tasks as last committed, oldest first."""
+        rows = self._db.execute(
+            "SELECT handle, source, destination, rate, started_at, to_move, moved, status, "
+            "failure FROM move_tasks ORDER BY started_at")
+        return [MoveTask(handle, source, destination, rate, started_at, to_move, moved,
+                         status, failure)
+                for handle, source, destination, rate, started_at, to_move, moved, status,
+                failure in rows]
