@@ -8,13 +8,17 @@ Scenarios (wrk, default 2 s request timeout, every run bounded by -d):
     so at most 4 requests in flight to Starman, the rest wait at the gateway), at 100 and
     at 5,000 connections (5,000 spread over 127.0.0.1/.2/.3).
   - nginx → and surge → a fast Python backend (granian, ASGI), 1,000 connections.
-nginx and the gateway run the same number of processes (--processes). Figures on a shared
-2-core machine are noisy: compare ratios within one run.
+nginx and the gateway run the same number of processes (--processes) at the same
+scheduling priority (--priority: nginx's worker_priority, surge's gateway.priority; as
+root, -10 by default, which keeps the one front process ahead of the four Starman workers
+it feeds on the same two cores). Figures on a shared 2-core machine are noisy: compare
+ratios within one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -44,6 +48,7 @@ async def app(scope, receive, send):
 
 NGINX_PROXY_CONFIG = """
 worker_processes {processes};
+worker_priority {priority};
 worker_rlimit_nofile 20000;
 daemon off;
 master_process on;
@@ -80,6 +85,7 @@ data_dir = "{dir}/data"
 [gateway]
 listen = "0.0.0.0:0"
 processes = {processes}
+priority = {priority}
 backlog = 4096
 [gateway.access_log]
 enabled = false
@@ -124,22 +130,24 @@ def start_granian(directory: Path) -> tuple[Server, str]:
     return server, f"127.0.0.1:{port}"
 
 
-def start_nginx_proxy(directory: Path, target: str, processes: int) -> tuple[Server, int]:
+def start_nginx_proxy(directory: Path, target: str, processes: int,
+                      priority: int = 0) -> tuple[Server, int]:
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = directory / "nginx.conf"
     config.write_text(NGINX_PROXY_CONFIG.format(processes=processes, dir=directory, port=port,
-                                                target=target))
+                                                target=target, priority=priority))
     server = Server(["nginx", "-c", str(config), "-p", str(directory)])
     wait_for_port(port)
     return server, port
 
 
-def start_surge(directory: Path, target: str, processes: int, workers: int) -> tuple[Server, int]:
+def start_surge(directory: Path, target: str, processes: int, workers: int,
+                priority: int = 0) -> tuple[Server, int]:
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "surge.toml"
     config.write_text(SURGE_CONFIG.format(dir=directory, processes=processes, target=target,
-                                          workers=workers))
+                                          workers=workers, priority=priority))
     server = Server([SURGE, "gateway", "-c", str(config)])
     port = server.read_listening()
     wait_for_port(port)
@@ -164,7 +172,11 @@ def main() -> None:
     parser.add_argument("--starman-workers", type=int, default=4)
     parser.add_argument("--python-limit", type=int, default=64,
                         help="surge's per-target concurrency limit for the Python backend")
+    parser.add_argument("--priority", type=int, default=-10 if os.geteuid() == 0 else 0,
+                        help="nice value of both fronts (nginx worker_priority, surge "
+                             "gateway.priority); default -10 as root, else 0")
     args = parser.parse_args()
+    print(f"front priority (nice): {args.priority}", flush=True)
     print(f"ephemeral ports: {widen_port_range()}", flush=True)
     rows: list[Row] = []
     base = Path(tempfile.mkdtemp(prefix="surge-bench-proxy-"))
@@ -182,10 +194,10 @@ def main() -> None:
             starman, starman_address = start_starman(base, args.starman_workers)
             if name == "nginx":
                 server, port = start_nginx_proxy(base / "nginx-starman", starman_address,
-                                                 args.processes)
+                                                 args.processes, args.priority)
             else:
                 server, port = start_surge(base / "surge-starman", starman_address,
-                                           args.processes, args.starman_workers)
+                                           args.processes, args.starman_workers, args.priority)
             try:
                 for connections in (100, 5000):
                     rows.append(Row("starman", name, connections,
@@ -199,9 +211,10 @@ def main() -> None:
         try:
             for name, start in (
                 ("nginx", lambda: start_nginx_proxy(base / "nginx-python", granian_address,
-                                                    args.processes)),
+                                                    args.processes, args.priority)),
                 ("surge", lambda: start_surge(base / "surge-python", granian_address,
-                                              args.processes, args.python_limit)),
+                                              args.processes, args.python_limit,
+                                              args.priority)),
             ):
                 server, port = start()
                 try:

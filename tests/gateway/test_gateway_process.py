@@ -178,6 +178,24 @@ def test_gateway_sigterm_exits_0(gateway: Process) -> None:
         assert idle.rest() == b""
 
 
+def test_gateway_processes_run_at_the_configured_priority(tmp_path: Path) -> None:
+    import psutil
+
+    config = gateway_config(tmp_path)
+    config.write_text(config.read_text().replace("processes = 2\n",
+                                                 "processes = 2\npriority = 7\n"))
+    process = start_gateway(config)
+    try:
+        deadline = time.monotonic() + 10
+        while len(children := psutil.Process(process.pid).children()) < 2:
+            assert time.monotonic() < deadline, "no children"
+            time.sleep(0.05)
+        assert [p.nice() for p in (psutil.Process(process.pid), *children)] == [7, 7, 7]
+        assert get(process.port, "/static/app.css")[0] == 200
+    finally:
+        process.stop()
+
+
 def test_dead_gateway_child_is_restarted(gateway: Process) -> None:
     import psutil
 

@@ -81,3 +81,11 @@ def test_examples_are_valid_and_python_example_equals_embedded_default():
     assert python_example == load_settings()
     perl = load_settings(root / "perl-legacy" / "surge.toml")
     assert "starman" in perl.pools["web"].command
+
+
+def test_gateway_priority_is_a_nice_value():
+    with pytest.raises(ConfigError) as error:
+        validate_settings({"gateway": {"priority": -30}})
+    assert "gateway.priority" in str(error.value) and "-30" in str(error.value)
+    assert "-20" in str(error.value)
+    assert validate_settings({"gateway": {"priority": -5}}).gateway.priority == -5

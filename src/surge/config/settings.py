@@ -30,6 +30,10 @@ class GatewaySettings(StrictModel):
     body_timeout: Duration = 60.0  # → 408 (nginx client_body_timeout)
     keepalive_timeout: Duration = 75.0  # idle keep-alive (nginx keepalive_timeout)
     shutdown_timeout: Duration = 30.0  # SIGTERM: finish in-flight requests up to this
+    # Nice value of the gateway processes (nginx's worker_priority). On cores shared with
+    # the app pool, a negative value keeps the one front process ahead of the many app
+    # workers it feeds; below the current value needs root or CAP_SYS_NICE.
+    priority: int = Field(0, ge=-20, le=19)
     access_log: AccessLogSettings = AccessLogSettings()
 
 

@@ -26,7 +26,13 @@ from surge.gateway.exchange import RouteHandler
 from surge.gateway.http.accesslog import AccessLog
 from surge.gateway.http.limits import Limits
 from surge.gateway.http.server import GatewayServer
-from surge.gateway.process import ProcessGroup, bind_listeners, plan_processes, raise_nofile_limit
+from surge.gateway.process import (
+    ProcessGroup,
+    bind_listeners,
+    plan_processes,
+    raise_nofile_limit,
+    set_priority,
+)
 from surge.gateway.routes.enqueue import EnqueueHandler, MessageSender, QueuedRecorder
 from surge.gateway.routes.health import HEALTH_PATH, HealthHandler
 from surge.gateway.routes.router import RouteEntry, Router
@@ -42,6 +48,10 @@ def run_gateway(settings: Settings, targets_from: str | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     gateway = settings.gateway
     nofile = raise_nofile_limit()
+    refused = set_priority(gateway.priority)
+    if refused is not None:  # as nginx does for worker_priority: say so, and serve anyway
+        log.warning("gateway.priority = %d not applied: %s; running at nice %d",
+                    gateway.priority, refused, os.getpriority(os.PRIO_PROCESS, 0))
     plan = plan_processes(gateway.processes, gateway.max_connections, os.cpu_count() or 1, nofile)
     listeners = bind_listeners(gateway.listen.host, gateway.listen.port, plan.processes,
                                gateway.backlog)

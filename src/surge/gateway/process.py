@@ -54,6 +54,19 @@ def plan_processes(processes: int | Literal["auto"], max_connections: int, cpu_c
     return ProcessPlan(processes, per_process_fds)
 
 
+def set_priority(nice: int) -> str | None:
+    """Run this process (and the children it forks) at scheduling priority ``nice``, as
+    nginx's ``worker_priority`` does. Returns why it could not, or None. Lowering the value
+    below the current one needs root or CAP_SYS_NICE."""
+    if os.getpriority(os.PRIO_PROCESS, 0) == nice:
+        return None
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:
+        return f"{exc.strerror} (lowering it needs root or CAP_SYS_NICE)"
+    return None
+
+
 def raise_nofile_limit() -> int:
     """Raise the soft descriptor limit to the hard one; return it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
