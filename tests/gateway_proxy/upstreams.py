@@ -137,6 +137,14 @@ class PythonUpstream:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + b"c" * 100000)
             await writer.drain()
             return False
+        if path == "/split":  # the head, a pause, then the body (Starman writes them apart)
+            body = b"s" * int(params.get("size", "18"))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(body)
+            await writer.drain()
+            return True
         if path == "/slow":
             await asyncio.sleep(float(params.get("delay", "0.2")))
         if path == "/big":

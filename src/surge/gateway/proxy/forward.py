@@ -30,6 +30,9 @@ from surge.gateway.proxy.upstream import ConnectionPool, UpstreamConnection, Ups
 log = logging.getLogger("surge.gateway.proxy")
 
 BUFFERED_BODY_LIMIT = 64 * 1024
+# The task-free path gathers a response body up to this before answering; past it, the
+# coroutine path streams the rest to the client.
+EAGER_BODY_LIMIT = 64 * 1024
 RETRY_AFTER_SECONDS = b"1"
 _REASONS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -279,12 +282,17 @@ class _EagerExchange:
         self.timer = connection.loop.call_later(handler.read_timeout, self._on_timeout)
 
     def _on_upstream(self, upstream: UpstreamResponse) -> None:
-        if upstream.complete and upstream.error is None:
-            self._finish(upstream)
-        elif upstream.error is not None or upstream.head_done or upstream.connection.closed:
-            # A failure (cycle retries or answers it) or a body still arriving (cycle
-            # streams it): the coroutine path takes over with what was sent.
-            self._hand_over((upstream.connection, upstream))
+        if upstream.error is None:
+            if upstream.complete:
+                self._finish(upstream)
+                return
+            if not upstream.connection.closed and upstream.body_buffered <= EAGER_BODY_LIMIT:
+                # Head still arriving, or a small body after it (Starman writes the head
+                # and the body in two writes): wait for the rest here.
+                return
+        # A failure (cycle retries or answers it) or a large body still arriving (cycle
+        # streams it): the coroutine path takes over with what was sent.
+        self._hand_over((upstream.connection, upstream))
 
     def _on_timeout(self) -> None:
         self.timer = None

@@ -82,6 +82,11 @@ class UpstreamResponse:
                                  nothing_received=not self.received_any,
                                  reused=self.connection.requests_begun > 1)
 
+    @property
+    def body_buffered(self) -> int:
+        """Bytes of the body received and not yet taken."""
+        return self._body_size
+
     def add_body(self, piece: bytes) -> int:
         self._body.append(piece)
         self._body_size += len(piece)
