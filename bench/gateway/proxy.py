@@ -170,6 +170,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1,
                         help="nginx worker processes and surge gateway processes")
     parser.add_argument("--starman-workers", type=int, default=4)
+    parser.add_argument("--starman-connections", default="100,5000",
+                        help="comma-separated connection counts for the Starman scenarios")
     parser.add_argument("--python-limit", type=int, default=64,
                         help="surge's per-target concurrency limit for the Python backend")
     parser.add_argument("--priority", type=int, default=-10 if os.geteuid() == 0 else 0,
@@ -199,7 +201,7 @@ def main() -> None:
                 server, port = start_surge(base / "surge-starman", starman_address,
                                            args.processes, args.starman_workers, args.priority)
             try:
-                for connections in (100, 5000):
+                for connections in (int(c) for c in args.starman_connections.split(",")):
                     rows.append(Row("starman", name, connections,
                                     load(port, connections, args.duration)))
                     _report(rows[-1])
