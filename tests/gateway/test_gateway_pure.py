@@ -317,6 +317,19 @@ def test_body_backpressure_and_continue() -> None:
     assert flow.resumed == 1
 
 
+def test_a_body_already_complete_is_read_at_once_and_resumes_the_flow() -> None:
+    flow = FakeFlow()
+    body = StreamingBody(None, flow)
+    pieces = [b"a" * BODY_HIGH_WATER, b"b" * BODY_HIGH_WATER, b"c"]
+    for piece in pieces:
+        body.feed(piece)
+    body.finish()
+    assert flow.paused == 1
+    assert run(body.read_all(10 * BODY_HIGH_WATER)) == b"".join(pieces)
+    assert flow.resumed == 1 and body.touched
+    assert run(body.read_all(10)) == b""  # nothing left
+
+
 def test_body_over_limit() -> None:
     body = StreamingBody(None, None)
     body.feed(b"x" * 11)

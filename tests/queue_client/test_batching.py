@@ -192,3 +192,28 @@ def test_batches_respect_the_byte_limit() -> None:
         await sender.close()
 
     asyncio.run(scenario())
+
+
+def test_a_caller_past_the_deadline_gets_timeout_and_its_waiting_message_is_not_sent() -> None:
+    async def scenario() -> None:
+        client = GatedClient()
+        await client.create_queue("q")
+        sender = BatchingSender(client, max_in_flight=1, deadline=0.2)
+        client.gate = asyncio.Event()
+        in_batch = asyncio.ensure_future(sender.send("q", OutgoingMessage("in-batch")))
+        await asyncio.sleep(0.01)  # its batch is in flight, held at the gate
+        waiting = asyncio.ensure_future(sender.send("q", OutgoingMessage("waiting")))
+        started = time.perf_counter()
+        for caller in (in_batch, waiting):
+            with pytest.raises(TimeoutError):
+                await caller
+        assert 0.15 < time.perf_counter() - started < 0.5
+        client.gate.set()  # the batch in flight completes; the lane has nothing to send
+        await sender.close()
+        assert client.batches == [["in-batch"]]
+        fresh = await sender.send("q", OutgoingMessage("after"))  # the sender still works
+        assert fresh.message_id and client.batches[-1] == ["after"]
+        await asyncio.sleep(0.15)
+        assert not sender._timed  # answered sends are dropped at the next sweep
+
+    asyncio.run(scenario())

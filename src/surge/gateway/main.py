@@ -33,7 +33,12 @@ from surge.gateway.process import (
     raise_nofile_limit,
     set_priority,
 )
-from surge.gateway.routes.enqueue import EnqueueHandler, MessageSender, QueuedRecorder
+from surge.gateway.routes.enqueue import (
+    SEND_DEADLINE,
+    EnqueueHandler,
+    MessageSender,
+    QueuedRecorder,
+)
 from surge.gateway.routes.health import HEALTH_PATH, HealthHandler
 from surge.gateway.routes.router import RouteEntry, Router
 from surge.gateway.routes.static import StaticHandler
@@ -145,7 +150,7 @@ def _open_sender(settings: Settings, components: Components) -> MessageSender:
     from surge.queue.client import BatchingSender, open_queue_client
 
     client = open_queue_client(settings.queue_backend)
-    sender = BatchingSender(client)
+    sender = BatchingSender(client, deadline=SEND_DEADLINE)
     components.closers.extend([sender, client])
     return sender
 

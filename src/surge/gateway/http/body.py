@@ -109,6 +109,9 @@ class StreamingBody:
     async def read_all(self, limit: int) -> bytes:
         if self.content_length is not None and self.content_length > limit:
             raise BodyTooLarge(f"body of {self.content_length} bytes is over the limit of {limit}")
+        if self._complete and self._error is None:
+            # Already all here (a small body comes with its head): no iteration needed.
+            return self._take_everything(limit)
         parts: list[bytes] = []
         size = 0
         async for chunk in self:
@@ -117,3 +120,16 @@ class StreamingBody:
                 raise BodyTooLarge(f"body is over the limit of {limit} bytes")
             parts.append(chunk)
         return b"".join(parts)
+
+    def _take_everything(self, limit: int) -> bytes:
+        self.touched = True
+        if self._buffered > limit:
+            raise BodyTooLarge(f"body is over the limit of {limit} bytes")
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._paused and self._flow is not None:
+            self._paused = False
+            self._flow.resume_body()
+        return data

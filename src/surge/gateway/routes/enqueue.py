@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any, Protocol
 
 import orjson
@@ -25,6 +24,7 @@ from surge.errors import QueueError, QueueUnavailable
 from surge.gateway.errors import BodyTooLarge, InvalidPayload, ServiceUnavailable
 from surge.gateway.exchange import Request, ResponseWriter
 from surge.gateway.routes.replies import send_json
+from surge.ids import random_uuid
 from surge.queue.interface import OutgoingMessage, SendResult
 from surge.results.interface import ResultStore
 
@@ -36,7 +36,8 @@ RETRY_AFTER = 2
 
 
 class MessageSender(Protocol):
-    """``BatchingSender`` or a ``QueueClient``."""
+    """``BatchingSender`` with ``deadline=SEND_DEADLINE`` (raising ``TimeoutError`` past
+    it), or a ``QueueClient`` bounded by its own request timeouts."""
 
     async def send(self, queue: str, message: OutgoingMessage) -> SendResult: ...
 
@@ -118,24 +119,22 @@ def _resolve(future: asyncio.Future[bool], written: bool) -> None:
 
 
 class EnqueueHandler:
-    def __init__(self, route: EnqueueRoute, sender: MessageSender, recorder: QueuedRecorder,
-                 send_deadline: float = SEND_DEADLINE) -> None:
+    def __init__(self, route: EnqueueRoute, sender: MessageSender,
+                 recorder: QueuedRecorder) -> None:
         self.queue = route.queue
         self.task = route.task
         self.max_body_size = route.max_body_size
         self.sender = sender
         self.recorder = recorder
-        self.send_deadline = send_deadline
 
     async def handle(self, request: Request, response: ResponseWriter) -> None:
         body = await request.body.read_all(self.max_body_size)
         payload = parse_payload(body)
-        task_id = str(uuid.uuid4())
+        task_id = random_uuid()
         envelope = build_envelope(self.task, payload, time.time(), task_id)
         message = OutgoingMessage(body=orjson.dumps(envelope).decode())
         try:
-            async with asyncio.timeout(self.send_deadline):
-                await self.sender.send(self.queue, message)
+            await self.sender.send(self.queue, message)  # the sender keeps SEND_DEADLINE
         except TimeoutError:
             raise ServiceUnavailable("the queue did not acknowledge in time",
                                      RETRY_AFTER) from None

@@ -13,11 +13,17 @@ Each caller gets its own result, or its own exception: a failed entry raises ``Q
 for that caller only; a failed call (``QueueUnavailable``, or a ``QueueError`` for the whole
 batch) raises for every caller of that batch and no other. FIFO queues (``.fifo``) keep one
 batch in flight so batches cannot overtake each other.
+
+With a ``deadline``, a caller not answered within it gets ``TimeoutError``; its message, if
+still waiting in the lane, is then never sent (one already in a batch may still be
+stored). One sweep per sender checks the deadlines, not a timer per call: at 10,000 sends
+a second, ``asyncio.timeout`` around each one cost more than the batching itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -26,6 +32,7 @@ from surge.queue.client.rules import MAX_BATCH_ENTRIES
 from surge.queue.interface import OutgoingMessage, QueueClient, SendResult
 
 MAX_BATCH_BYTES = 262144  # SQS's limit on the sum of a batch's message sizes
+DEADLINE_SWEEP = 0.1  # seconds between deadline checks: a deadline is kept to within this
 
 
 @dataclass(slots=True)
@@ -33,6 +40,7 @@ class _Waiting:
     message: OutgoingMessage
     result: asyncio.Future[SendResult]
     size: int
+    deadline: float = math.inf  # loop time
 
 
 @dataclass(slots=True)
@@ -55,11 +63,17 @@ class BatchingSender:
         max_in_flight: int = 8,
         max_batch: int = MAX_BATCH_ENTRIES,
         max_batch_bytes: int = MAX_BATCH_BYTES,
+        deadline: float | None = None,
     ) -> None:
         self.client = client
         self.max_in_flight = max_in_flight
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
+        self.deadline = deadline
+        # Every send with a deadline, in the order of their deadlines (all are now + the
+        # same duration); the sweep drops answered ones and fails overdue ones.
+        self._timed: deque[_Waiting] = deque()
+        self._sweep_armed = False
         self._lanes: dict[str, _Lane] = {}
         self._batches: set[asyncio.Task[None]] = set()
         self.batches_sent = 0
@@ -71,6 +85,12 @@ class BatchingSender:
             lane = self._lanes[queue] = _Lane(queue)
         loop = asyncio.get_running_loop()
         waiting = _Waiting(message, loop.create_future(), _message_size(message))
+        if self.deadline is not None:
+            waiting.deadline = loop.time() + self.deadline
+            self._timed.append(waiting)
+            if not self._sweep_armed:
+                self._sweep_armed = True
+                loop.call_later(DEADLINE_SWEEP, self._sweep)
         lane.waiting.append(waiting)
         if lane.in_flight == 0:
             if not lane.flush_scheduled:
@@ -89,6 +109,20 @@ class BatchingSender:
             else:
                 await asyncio.sleep(0)
 
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        timed = self._timed
+        while timed and (timed[0].result.done() or timed[0].deadline <= now):
+            waiting = timed.popleft()
+            if not waiting.result.done():
+                waiting.result.set_exception(TimeoutError(
+                    f"the queue did not acknowledge within {self.deadline:g}s"))
+        if timed:
+            loop.call_later(DEADLINE_SWEEP, self._sweep)
+        else:
+            self._sweep_armed = False
+
     def _scheduled_flush(self, lane: _Lane) -> None:
         lane.flush_scheduled = False
         self._flush(lane, partial_ok=True)
@@ -96,7 +130,7 @@ class BatchingSender:
     def _flush(self, lane: _Lane, partial_ok: bool = False) -> None:
         limit = lane.max_in_flight_override or self.max_in_flight
         while lane.waiting and lane.in_flight < limit:
-            self._drop_cancelled(lane)
+            self._drop_given_up(lane)
             full = len(lane.waiting) >= self.max_batch
             if not lane.waiting or not (full or partial_ok or lane.in_flight == 0):
                 return
@@ -115,15 +149,15 @@ class BatchingSender:
             if batch and size + candidate.size > self.max_batch_bytes:
                 break
             lane.waiting.popleft()
-            if candidate.result.cancelled():
+            if candidate.result.done():  # its caller gave up (cancelled or timed out)
                 continue
             batch.append(candidate)
             size += candidate.size
         return batch
 
     @staticmethod
-    def _drop_cancelled(lane: _Lane) -> None:
-        while lane.waiting and lane.waiting[0].result.cancelled():
+    def _drop_given_up(lane: _Lane) -> None:
+        while lane.waiting and lane.waiting[0].result.done():
             lane.waiting.popleft()
 
     async def _send_batch(self, lane: _Lane, batch: list[_Waiting]) -> None:
@@ -173,6 +207,8 @@ def _fail(waiting: _Waiting, error: Exception, cause: BaseException | None) -> N
 
 
 def _message_size(message: OutgoingMessage) -> int:
+    if not message.attributes:
+        return len(message.body.encode())
     return len(message.body.encode()) + sum(
         len(name) + sum(len(value) for value in attribute.values())
         for name, attribute in message.attributes.items()

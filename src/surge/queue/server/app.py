@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 from surge.errors import QueueError
 from surge.httpkit import SimpleRequest, SimpleResponse
+from surge.ids import random_uuid
 from surge.queue.server import wire
 from surge.queue.server.service import CallContext, QueueService
 from surge.queue.server.store import StoreFailed
@@ -28,7 +28,7 @@ class QueueApp:
     async def __call__(self, request: SimpleRequest) -> SimpleResponse:
         if request.path == PING_PATH:
             return SimpleResponse(200, b"ok")
-        request_id = str(uuid.uuid4())
+        request_id = random_uuid()
         protocol = wire.Protocol.JSON if "x-amz-target" in request.headers \
             else wire.Protocol.QUERY
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 import orjson
 
 from surge.errors import QueueError
+from surge.ids import random_uuid
 from surge.queue.server import rules
 from surge.queue.server.lifecycle import Lifecycle, State
 
@@ -315,7 +315,7 @@ class Broker:
             delay = default_delay if delay_seconds is None else delay_seconds
             delay_ms = delay * 1000
         message = StoredMessage(
-            seq=self.next_seq, message_id=str(uuid.uuid4()), body=body, md5_of_body=md5_body,
+            seq=self.next_seq, message_id=random_uuid(), body=body, md5_of_body=md5_body,
             life=Lifecycle.sent(now, delay_ms), sender_id=sender_id,
             message_attributes=attributes,
             md5_of_message_attributes=rules.md5_of_attributes(attributes) if attributes else None,
