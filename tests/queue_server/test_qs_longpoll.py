@@ -58,3 +58,34 @@ def test_one_send_wakes_one_of_many_long_polls() -> None:
         assert all(r == {} for r in await asyncio.gather(*[p for p in polls if not p.done()]))
 
     asyncio.run(main())
+
+
+class _HeldCommits:
+    """A store whose commits wait until the test lets them through."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def durable(self) -> None:
+        await self.release.wait()
+
+
+def test_messages_taken_for_a_receiver_that_went_away_are_handed_back_at_once() -> None:
+    async def main() -> None:
+        store = _HeldCommits()
+        service = QueueService(Broker(), store)  # type: ignore[arg-type]
+        store.release.set()
+        await service.call("CreateQueue", {"QueueName": "q"}, CONTEXT)
+        await service.call("SendMessage", {"QueueUrl": "q", "MessageBody": "job"}, CONTEXT)
+        store.release.clear()
+        gone = asyncio.create_task(service.call(
+            "ReceiveMessage", {"QueueUrl": "q", "VisibilityTimeout": 600}, CONTEXT))
+        await asyncio.sleep(0.01)  # taken, waiting for its commit
+        gone.cancel()  # the client closed its connection
+        await asyncio.sleep(0)
+        store.release.set()
+        result = await service.call("ReceiveMessage", {"QueueUrl": "q"}, CONTEXT)
+        assert [m["Body"] for m in result["Messages"]] == ["job"]  # not 600 s later
+        assert gone.cancelled()
+
+    asyncio.run(main())

@@ -6,6 +6,7 @@ wire formats in ``wire``. Every mutating action returns only after its changes a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -300,12 +301,28 @@ class QueueService:
         assert max_messages is not None
         deliveries = await self._receive_waiting(name, max_messages, visibility, wait)
         if deliveries:
-            await self._durable()
+            try:
+                await self._durable()
+            except asyncio.CancelledError:
+                # The client went away (a worker stopping) after these were taken for it:
+                # hand them back now rather than after their visibility timeout.
+                self._hand_back(name, deliveries)
+                raise
         system_names = set(params.get("AttributeNames") or []) | set(
             params.get("MessageSystemAttributeNames") or [])
         attribute_names = [str(n) for n in params.get("MessageAttributeNames") or []]
         messages = [self._render(d, system_names, attribute_names) for d in deliveries]
         return {"Messages": messages} if messages else {}
+
+    def _hand_back(self, name: str, deliveries: list[Delivery]) -> None:
+        now = self.clock()
+        for delivery in deliveries:
+            handle = encode_receipt_handle(delivery.message, delivery.receipt_token)
+            try:
+                self.broker.change_visibility(name, handle, 0, now)
+            except QueueError:
+                continue  # deleted or moved meanwhile: nothing to hand back
+        self.waiters.wake(name, len(deliveries))
 
     async def _receive_waiting(self, name: str, max_messages: int, visibility: int | None,
                                wait_seconds: int) -> list[Delivery]:
