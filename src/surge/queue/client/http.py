@@ -20,21 +20,15 @@ import orjson
 
 from surge.errors import QueueError, QueueUnavailable
 from surge.httpkit.client import HttpClient, HttpClientError, HttpResponse
-from surge.queue.client import wire
-from surge.queue.client.rules import check_batch_size, normalize_error_code
-from surge.queue.interface import BatchFailure, OutgoingMessage, ReceivedMessage, SendResult
+from surge.queue.client.rules import normalize_error_code
+from surge.queue.client.sqs_verbs import UNAVAILABLE_CODES, SqsVerbsClient
 
 CONTENT_TYPE = "application/x-amz-json-1.0"
 # A long poll holds the request open for WaitTimeSeconds; the response may take this much more.
 LONG_POLL_MARGIN = 10.0
-# The service could not take the request now: the caller must treat the work as not stored.
-_UNAVAILABLE_CODES = frozenset(
-    {"ServiceUnavailable", "InternalError", "InternalFailure", "RequestThrottled",
-     "ThrottlingException", "KmsThrottled"}
-)
 
 
-class HttpQueueClient:
+class HttpQueueClient(SqsVerbsClient):
     def __init__(
         self,
         endpoint: str,
@@ -45,89 +39,20 @@ class HttpQueueClient:
         access_key_id: str = "surge",
         region: str = "us-east-1",
     ) -> None:
+        super().__init__()
         self.endpoint = endpoint.rstrip("/") + "/"
         self._access_key_id = access_key_id
         self._region = region
         self.timeout = timeout
         self._http = http or HttpClient(connect_timeout=connect_timeout, timeout=timeout)
-        self._queue_urls: dict[str, str] = {}
-
-    async def create_queue(self, name: str, attributes: dict[str, str] | None = None) -> str:
-        params: dict[str, Any] = {"QueueName": name}
-        if attributes:
-            params["Attributes"] = attributes
-        url = str((await self._call("CreateQueue", params))["QueueUrl"])
-        self._queue_urls[name] = url
-        return url
-
-    async def get_queue_url(self, name: str) -> str:
-        if name.startswith(("https://", "http://")):
-            return name  # already a queue URL (as SQS consoles and CloudFormation give them)
-        url = self._queue_urls.get(name)
-        if url is None:
-            url = str((await self._call("GetQueueUrl", {"QueueName": name}))["QueueUrl"])
-            self._queue_urls[name] = url
-        return url
-
-    async def send(self, queue: str, message: OutgoingMessage) -> SendResult:
-        params = wire.send_message_params(await self.get_queue_url(queue), message)
-        return wire.parse_send_result(await self._call("SendMessage", params, queue))
-
-    async def send_batch(
-        self, queue: str, messages: list[OutgoingMessage]
-    ) -> tuple[list[SendResult | None], list[BatchFailure]]:
-        check_batch_size(messages)
-        params = wire.send_batch_params(await self.get_queue_url(queue), messages)
-        response = await self._call("SendMessageBatch", params, queue)
-        return wire.parse_send_batch(response, len(messages))
-
-    async def receive(
-        self,
-        queue: str,
-        max_messages: int = 1,
-        wait_seconds: float = 0,
-        visibility_timeout: int | None = None,
-    ) -> list[ReceivedMessage]:
-        params = wire.receive_params(
-            await self.get_queue_url(queue), max_messages, wait_seconds, visibility_timeout
-        )
-        timeout = self.timeout + wait_seconds + LONG_POLL_MARGIN
-        return wire.parse_received(await self._call("ReceiveMessage", params, queue, timeout))
-
-    async def delete(self, queue: str, receipt_handle: str) -> None:
-        params = {"QueueUrl": await self.get_queue_url(queue), "ReceiptHandle": receipt_handle}
-        await self._call("DeleteMessage", params, queue)
-
-    async def delete_batch(self, queue: str, receipt_handles: list[str]) -> list[BatchFailure]:
-        check_batch_size(receipt_handles)
-        params = wire.delete_batch_params(await self.get_queue_url(queue), receipt_handles)
-        return wire.parse_failures(await self._call("DeleteMessageBatch", params, queue))
-
-    async def change_visibility(self, queue: str, receipt_handle: str, timeout: int) -> None:
-        params = {
-            "QueueUrl": await self.get_queue_url(queue),
-            "ReceiptHandle": receipt_handle,
-            "VisibilityTimeout": timeout,
-        }
-        await self._call("ChangeMessageVisibility", params, queue)
-
-    async def change_visibility_batch(
-        self, queue: str, entries: list[tuple[str, int]]
-    ) -> list[BatchFailure]:
-        check_batch_size(entries)
-        params = wire.change_visibility_batch_params(await self.get_queue_url(queue), entries)
-        return wire.parse_failures(await self._call("ChangeMessageVisibilityBatch", params, queue))
-
-    async def get_attributes(self, queue: str, names: list[str] | None = None) -> dict[str, str]:
-        params = {"QueueUrl": await self.get_queue_url(queue), "AttributeNames": names or ["All"]}
-        response = await self._call("GetQueueAttributes", params, queue)
-        return {k: str(v) for k, v in response.get("Attributes", {}).items()}
 
     async def close(self) -> None:
         await self._http.close()
 
     async def _call(self, action: str, params: dict[str, Any], queue: str | None = None,
-                    timeout: float | None = None) -> dict[str, Any]:
+                    *, wait_seconds: float = 0) -> dict[str, Any]:
+        # A long poll holds the request open for wait_seconds before answering.
+        timeout = self.timeout + wait_seconds + LONG_POLL_MARGIN if wait_seconds else None
         try:
             response = await self._http.request(
                 "POST",
@@ -147,9 +72,8 @@ class HttpQueueClient:
             raise QueueUnavailable(f"{action} to {self.endpoint}: {exc}") from exc
         if response.status >= 300:
             error = self._error(action, response)
-            if queue is not None and isinstance(error, QueueError) \
-                    and error.code == "QueueDoesNotExist":
-                self._queue_urls.pop(queue, None)  # deleted (maybe re-created): look it up again
+            if isinstance(error, QueueError):
+                self._forget_queue(queue, error.code)
             raise error
         try:
             document = orjson.loads(response.body) if response.body else {}
@@ -181,7 +105,7 @@ class HttpQueueClient:
         raw_code = str(query_code or document.get("__type") or "")
         code = normalize_error_code(raw_code) if raw_code else ""
         message = str(document.get("message") or document.get("Message") or "")
-        if not code or response.status >= 500 or code in _UNAVAILABLE_CODES:
+        if not code or response.status >= 500 or code in UNAVAILABLE_CODES:
             detail = f"{code}: {message}" if code else response.body[:200].decode("latin-1")
             return QueueUnavailable(f"{action}: HTTP {response.status} {detail}")
         return QueueError(code, message, sender_fault=fault != "Receiver")
