@@ -134,17 +134,8 @@ class QueueService:
 
     async def list_queues(self, params: Params, context: CallContext) -> Result:
         prefix = str(params.get("QueueNamePrefix") or "")
-        max_results = rules.int_param(params, "MaxResults", 1, 1000)
-        names = sorted(n for n in self.broker.queues if n.startswith(prefix))
-        token = params.get("NextToken")
-        if token:
-            names = [n for n in names if n > str(token)]
-        result: Result = {}
-        if max_results is not None and len(names) > max_results:
-            names = names[:max_results]
-            result["NextToken"] = names[-1]
-        result["QueueUrls"] = [self.queue_url(context, n) for n in names]
-        return result
+        names = [n for n in self.broker.queues if n.startswith(prefix)]
+        return self._page_of_urls(names, params, context, "QueueUrls")
 
     async def delete_queue(self, params: Params, context: CallContext) -> Result:
         name = self._queue_name(params, context)
@@ -206,16 +197,23 @@ class QueueService:
 
     async def list_dead_letter_source_queues(self, params: Params,
                                              context: CallContext) -> Result:
-        sources = sorted(self.broker.dead_letter_sources(self._queue_name(params, context)))
+        sources = self.broker.dead_letter_sources(self._queue_name(params, context))
+        return self._page_of_urls(sources, params, context, "queueUrls")
+
+    def _page_of_urls(self, names: list[str], params: Params, context: CallContext,
+                      key: str) -> Result:
+        """One page of queue URLs in name order: MaxResults (1–1000) and NextToken, the last
+        name of the previous page, as ListQueues and ListDeadLetterSourceQueues take them."""
+        names = sorted(names)
         max_results = rules.int_param(params, "MaxResults", 1, 1000)
         token = params.get("NextToken")
         if token:
-            sources = [s for s in sources if s > str(token)]
+            names = [n for n in names if n > str(token)]
         result: Result = {}
-        if max_results is not None and len(sources) > max_results:
-            sources = sources[:max_results]
-            result["NextToken"] = sources[-1]
-        result["queueUrls"] = [self.queue_url(context, s) for s in sources]
+        if max_results is not None and len(names) > max_results:
+            names = names[:max_results]
+            result["NextToken"] = names[-1]
+        result[key] = [self.queue_url(context, n) for n in names]
         return result
 
     async def unsupported(self, params: Params, context: CallContext) -> Result:
