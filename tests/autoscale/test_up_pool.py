@@ -177,3 +177,60 @@ def test_requests_per_target_from_the_access_log_grows_the_pool(tmp_path):
         assert up.terminate(timeout=60) == 0
     finally:
         up.close()
+
+
+class GaugeServer:
+    """A Prometheus text endpoint whose one gauge the test sets (a custom metric)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = (f"# TYPE sessions gauge\nsessions{{shard=\"a\"}} {server.value / 2}\n"
+                        f"sessions{{shard=\"b\"}} {server.value / 2}\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.value = 0.0
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/metrics"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def test_a_gauge_policy_grows_the_pool_and_shrinks_it_when_the_gauge_falls(tmp_path):
+    gauge = GaugeServer()
+    scaling = (f'gauges = {{ sessions = {{ target = 10, url = "{gauge.url}" }} }}\n'
+               'evaluation_periods = 2\nscale_in_evaluation_periods = 2\n'
+               'instance_warmup = "1s"\nscale_out_cooldown = "0s"\nscale_in_cooldown = "0s"\n')
+    config = pool_config(tmp_path, scaling, access_log=False, max_instances=3, drain="1s")
+    up = SurgeUp(tmp_path, config).start()
+    try:
+        up.wait_until_up(timeout=30)
+        gauge.value = 30  # summed over its samples, 30 for 1 instance: ceil(1 × 30 / 10) = 3
+        wait_for("scale-out to 3 instances", lambda: pool(up)["desired"] == 3, 20)
+        out = up.state()["scaling_activity"][-1]
+        assert (out["policy"], out["from_desired"], out["to_desired"], out["value"]) == \
+            ("gauge:sessions", 1, 3, 30)
+        wait_for("3 instances in service", lambda: len(active(up)) == 3, 20)
+        gauge.value = 0
+        wait_for("scale-in back to 1", lambda: pool(up)["desired"] == 1, 20)
+        assert up.state()["scaling_activity"][0]["direction"] == "in"
+        assert http("GET", f"{up.gateway}/")[0] == 200
+        assert up.terminate(timeout=60) == 0
+    finally:
+        up.close()
+        gauge.close()
