@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from surge.gateway.exchange import RouteHandler
+from surge.gateway.http.acceptor import Acceptor
 from surge.gateway.http.accesslog import AccessLog, now_field
 from surge.gateway.http.limits import Limits
 from surge.gateway.http.protocol import Exchange, HttpConnection
@@ -41,7 +42,7 @@ class GatewayServer:
         self._health: dict[tuple[bool, bool], bytes] = {}
         self._health_heads: dict[bytes, bool] = {}  # request head -> head_only
         self.server_port = 0
-        self._server: asyncio.AbstractServer | None = None
+        self._acceptor: Acceptor | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     # ConnectionHost
@@ -94,10 +95,10 @@ class GatewayServer:
     # lifecycle
 
     async def start(self, sock: socket.socket, backlog: int = 4096) -> None:
-        loop = asyncio.get_running_loop()
         self.server_port = sock.getsockname()[1]
-        self._server = await loop.create_server(
-            lambda: HttpConnection(self), sock=sock, backlog=backlog)
+        sock.listen(backlog)  # again: harmless on a listening socket, needed on a bound one
+        self._acceptor = Acceptor(sock, lambda: HttpConnection(self))
+        self._acceptor.start()
         self._sweeper = asyncio.ensure_future(self._sweep_forever())
 
     async def _sweep_forever(self) -> None:
@@ -119,8 +120,8 @@ class GatewayServer:
         """Stop accepting, close idle connections, let in-flight requests finish for up to
         ``timeout`` seconds, then cut what is left. Returns how many were cut."""
         self.accepting = False
-        if self._server is not None:
-            self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.close()
         deadline = time.monotonic() + timeout
         while True:
             now = time.monotonic()
