@@ -207,7 +207,7 @@ def test_a_caller_past_the_deadline_gets_timeout_and_its_waiting_message_is_not_
         for caller in (in_batch, waiting):
             with pytest.raises(TimeoutError):
                 await caller
-        assert 0.15 < time.perf_counter() - started < 0.5
+        assert 0.15 < time.perf_counter() - started < 1.0  # 0.2 s, kept to within a sweep
         client.gate.set()  # the batch in flight completes; the lane has nothing to send
         await sender.close()
         assert client.batches == [["in-batch"]]
