@@ -305,7 +305,7 @@ async def test_a_response_whose_body_follows_its_head_later():
         assert (await get(service)).status == 200  # opens the connection the next ones reuse
         for size in (18, 200_000):  # gathered on the task-free path; streamed past its limit
             pending = asyncio.ensure_future(get(service, f"/split?size={size}"))
-            await asyncio.sleep(0.03)  # the head has arrived, the body not yet
+            await asyncio.sleep(0.1)  # the head has arrived; the body comes 0.3 s after it
             # On the task-free path a small body is awaited there, with no task.
             assert len(forward._continuations) == 0 or not PATHS["eager"]
             response = await pending

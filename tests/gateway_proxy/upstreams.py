@@ -141,7 +141,7 @@ class PythonUpstream:
             body = b"s" * int(params.get("size", "18"))
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
             await writer.drain()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(float(params.get("pause", "0.3")))
             writer.write(body)
             await writer.drain()
             return True
