@@ -56,10 +56,11 @@ def validate_settings(raw: dict[str, Any], source: str = "<config>") -> Settings
         # Settings' own cross-field problems (one top-level message, a problem a line) are kept
         # unless the raw check already reports them.
         top_level = "(top level): "
-        lines = [line for line in explain(exc) if not line.startswith(top_level)]
+        explained = explain(exc)
+        lines = [line for line in explained if not line.startswith(top_level)]
         references = reference_problems(raw)
         lines += references
-        lines += [problem for line in explain(exc) if line.startswith(top_level)
+        lines += [problem for line in explained if line.startswith(top_level)
                   for problem in line.removeprefix(top_level).split("\n")
                   if problem not in references]
         raise ConfigError([f"{source}: {line}" for line in lines]) from exc

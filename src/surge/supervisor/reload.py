@@ -70,7 +70,7 @@ def _plan_pools(old: Settings, new: Settings, plan: ReloadPlan) -> dict[str, Poo
         if before.scaling != after.scaling:
             plan.resized.append(f"pool {name}: scaling policies updated")
         pools[name] = before.model_copy(update=live)
-        if before.model_copy(update=live) != after:
+        if pools[name] != after:
             plan.needs_restart.append(f"pools.{name} (command, environment or checks)")
     return pools
 

@@ -39,13 +39,14 @@ async def build_state(supervisor: Supervisor) -> dict[str, Any]:
     workers: dict[str, Any] = {}
     for name, group in settings.workers.items():
         members = [c for c in children if c.kind == Kind.WORKER and c.group == name]
+        bounds = group.process_count()
         workers[name] = {
             "queue": group.queue,
             "desired": supervisor.desired.get((Kind.WORKER, name), 0),
             "running": sum(1 for c in members if c.state == ChildState.RUNNING),
             "concurrency": group.concurrency,
-            "min": group.process_count().min,
-            "max": group.process_count().max,
+            "min": bounds.min,
+            "max": bounds.max,
             "scaling": supervisor.autoscaler.describe(Kind.WORKER, name),
         }
     return {

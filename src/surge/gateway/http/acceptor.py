@@ -86,5 +86,6 @@ class Acceptor:
 
     def _adopted(self, task: asyncio.Task[object]) -> None:
         self._adopting.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("an accepted connection could not be set up: %s", task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.debug("an accepted connection could not be set up: %s", error)

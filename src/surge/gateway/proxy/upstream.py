@@ -63,9 +63,7 @@ class UpstreamResponse:
         """The next piece of the body, b"" at its end."""
         while True:
             if self._body:
-                data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-                self._body.clear()
-                self._body_size = 0
+                data = self.take_body()
                 if not self.complete:
                     self.connection.resume_reading()
                 return data
@@ -117,7 +115,7 @@ class UpstreamResponse:
             self.listener(self)
 
     def take_body(self) -> bytes:
-        """Everything received of the body so far, at once (a complete response)."""
+        """Everything received of the body so far, at once."""
         data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body.clear()
         self._body_size = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import re
 from typing import Any
 
@@ -107,6 +108,7 @@ class AwsQueueClient(SqsVerbsClient):
         _decode_binary_attributes(params)
 
 
+@functools.cache  # a handful of actions, each looked up on every call
 def _operation_name(action: str) -> str:
     """botocore's method for an SQS action: ``SendMessageBatch`` → ``send_message_batch``."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", action).lower()

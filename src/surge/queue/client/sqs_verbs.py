@@ -8,6 +8,7 @@ forgotten when the service says the queue no longer exists.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 from surge.queue.client import wire
@@ -22,18 +23,19 @@ UNAVAILABLE_CODES = frozenset(
 )
 
 
-class SqsVerbsClient:
+class SqsVerbsClient(ABC):
     def __init__(self) -> None:
         self._queue_urls: dict[str, str] = {}
 
+    @abstractmethod
     async def _call(self, action: str, params: dict[str, Any], queue: str | None = None,
                     *, wait_seconds: float = 0) -> dict[str, Any]:
         """Perform ``action`` (SQS's name: ``SendMessageBatch``); raise ``QueueError`` or
         ``QueueUnavailable``. ``wait_seconds``: a long poll that holds the call that long."""
-        raise NotImplementedError
 
-    def _outgoing(self, params: dict[str, Any]) -> None:
-        """Adjust the parameters of one message to send, in place (a hook)."""
+    def _outgoing(self, params: dict[str, Any]) -> None:  # noqa: B027 - an optional hook
+        """Adjust the parameters of one message to send, in place; by default they go as
+        they are (the aws backend decodes binary attributes for botocore)."""
 
     def _forget_queue(self, queue: str | None, code: str) -> None:
         """After an error: a queue deleted (maybe re-created) is looked up again next time."""

@@ -9,12 +9,12 @@ commit left it, and ListMessageMoveTasks still shows the finished ones.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from surge.errors import QueueError
+from surge.ids import random_uuid
 from surge.queue.server import rules
 from surge.queue.server.broker import Broker
 
@@ -58,7 +58,7 @@ class MessageMover:
             raise rules.invalid("There is already a task running. Only one active task is "
                                 "allowed for a source queue arn at a given time.")
         visible, _, _ = self.broker.counts(source, self._clock())
-        task = MoveTask(str(uuid.uuid4()), source, destination, rate, self._clock(), visible)
+        task = MoveTask(random_uuid(), source, destination, rate, self._clock(), visible)
         self._tasks[task.handle] = task
         self._save(task)
         self._launch(task)
