@@ -8,8 +8,9 @@ import pytest
 
 from surge.gateway.proxy.admission import Admission, Waiter
 from surge.gateway.proxy.balancing import LeastOutstanding, RoundRobin, Target, routable
+from surge.gateway.proxy.deadlines import DeadlineSweep
 from surge.gateway.proxy.feed import parse_targets
-from surge.gateway.proxy.headers import request_head, request_headers, response_headers
+from surge.gateway.proxy.headers import request_head
 from surge.gateway.proxy.health import HealthChange, SuccessCodes, TargetHealth
 from surge.gateway.proxy.retry import may_retry
 from surge.gateway.proxy.upstream import UpstreamConnection, UpstreamResponse
@@ -22,45 +23,78 @@ def target(port: int, limit: int = 2) -> Target:
 
 
 # --- headers ------------------------------------------------------------------------------
-def test_request_headers_add_forwarding_and_drop_hop_by_hop():
+def _head(headers: list[tuple[bytes, bytes]], body_length: int | None = 0, client: str = "h",
+          scheme: str = "http", port: int = 80) -> list[bytes]:
+    return request_head("GET", "/a?b=1", headers, client_host=client, scheme=scheme,
+                        server_port=port, body_length=body_length).split(b"\r\n")
+
+
+def test_request_head_adds_forwarding_and_drops_hop_by_hop():
     incoming = [
         (b"host", b"app.example"), (b"x-forwarded-for", b"1.1.1.1"),
         (b"x-forwarded-for", b"2.2.2.2"), (b"connection", b"keep-alive, X-Secret"),
         (b"x-secret", b"s"), (b"keep-alive", b"timeout=5"), (b"te", b"trailers"),
         (b"upgrade", b"h2c"), (b"proxy-authorization", b"Basic x"), (b"trailer", b"x"),
         (b"x-real-ip", b"6.6.6.6"), (b"x-forwarded-proto", b"gopher"), (b"accept", b"*/*"),
-        (b"content-length", b"99"), (b"expect", b"100-continue"),
+        (b"content-length", b"99"), (b"expect", b"100-continue"), (b"proxy-foo", b"1"),
     ]
-    out = request_headers(incoming, client_host="10.0.0.9", scheme="https", server_port=443,
-                          body_length=5)
-    assert out == [
-        (b"host", b"app.example"), (b"accept", b"*/*"),
-        (b"x-forwarded-for", b"1.1.1.1, 2.2.2.2, 10.0.0.9"), (b"x-forwarded-proto", b"https"),
-        (b"x-forwarded-port", b"443"), (b"x-real-ip", b"10.0.0.9"), (b"content-length", b"5"),
+    assert _head(incoming, 5, "10.0.0.9", "https", 443) == [
+        b"GET /a?b=1 HTTP/1.1", b"host: app.example", b"accept: */*",
+        b"x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.9", b"x-forwarded-proto: https",
+        b"x-forwarded-port: 443", b"x-real-ip: 10.0.0.9", b"content-length: 5", b"", b"",
+    ]
+    # the same client again (the forwarding lines are remembered), with no X-Forwarded-For
+    assert _head([(b"host", b"x"), (b"connection", b"close")], 0, "10.0.0.9", "https", 443) == [
+        b"GET /a?b=1 HTTP/1.1", b"host: x", b"x-forwarded-for: 10.0.0.9",
+        b"x-forwarded-proto: https", b"x-forwarded-port: 443", b"x-real-ip: 10.0.0.9", b"", b"",
     ]
 
 
-def test_request_headers_frame_the_body():
-    chunked = request_headers([], client_host="h", scheme="http", server_port=80,
-                              body_length=None)
-    assert (b"transfer-encoding", b"chunked") in chunked
-    empty = request_headers([], client_host="h", scheme="http", server_port=80, body_length=0)
-    assert not any(name in (b"content-length", b"transfer-encoding") for name, _ in empty)
-    empty_post = request_headers([(b"content-length", b"0")], client_host="h", scheme="http",
-                                 server_port=80, body_length=0)
-    assert (b"content-length", b"0") in empty_post
+def test_request_head_frames_the_body():
+    assert b"transfer-encoding: chunked" in _head([], body_length=None)
+    assert not any(line.startswith((b"content-length", b"transfer-encoding"))
+                   for line in _head([], body_length=0))
+    assert b"content-length: 0" in _head([(b"content-length", b"0")], body_length=0)
 
 
-def test_response_headers_drop_hop_by_hop_and_keep_length():
-    out = response_headers([(b"content-length", b"3"), (b"connection", b"close, x-hop"),
-                            (b"x-hop", b"1"), (b"transfer-encoding", b"chunked"),
-                            (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")])
-    assert out == [(b"content-length", b"3"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+@run_async
+async def test_response_headers_drop_hop_by_hop_date_and_server_and_keep_length():
+    connection, _ = _connection()
+    response = connection.begin(skip_body=False)
+    connection.data_received(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n"
+        b"Keep-Alive: timeout=5\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nServer: app\r\n"
+        b"Proxy-Thing: 1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nabc")
+    assert response.headers == [(b"content-length", b"3"), (b"set-cookie", b"a=1"),
+                                (b"set-cookie", b"b=2")]
+    assert response.complete and not response.keep_alive
 
 
-def test_request_head_bytes():
-    assert request_head("GET", "/a?b=1", [(b"host", b"x")]) == \
-        b"GET /a?b=1 HTTP/1.1\r\nhost: x\r\n\r\n"
+# --- read timeouts of the task-free path ---------------------------------------------------
+@run_async
+async def test_deadline_sweep_expires_the_overdue_and_nothing_forgotten():
+    now = [0.0]
+    sweep = DeadlineSweep(1.0, lambda: now[0])
+    expired: list[str] = []
+
+    class Request:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def expired(self) -> None:
+            expired.append(self.name)
+
+    early, late, answered = Request("early"), Request("late"), Request("answered")
+    sweep.watch(early, 0.0)
+    sweep.watch(late, 0.5)
+    sweep.watch(answered, 0.0)
+    sweep.forget(answered)
+    now[0] = 1.2
+    await asyncio.sleep(sweep.interval * 1.5)
+    assert expired == ["early"] and len(sweep) == 1
+    now[0] = 1.6
+    await asyncio.sleep(sweep.interval * 1.5)
+    assert expired == ["early", "late"] and len(sweep) == 0
 
 
 # --- health ---------------------------------------------------------------------------------

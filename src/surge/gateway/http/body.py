@@ -44,9 +44,12 @@ class StreamingBody:
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
 
-    @classmethod
-    def empty(cls) -> StreamingBody:
-        return cls(0, None, complete=True)
+    @staticmethod
+    def empty() -> StreamingBody:
+        """The body of a request without one: shared, as nothing changes a complete,
+        empty body (``finish`` keeps it complete, ``fail`` ignores it, ``feed`` is never
+        called for it)."""
+        return _EMPTY
 
     @property
     def complete(self) -> bool:
@@ -133,3 +136,6 @@ class StreamingBody:
             self._paused = False
             self._flow.resume_body()
         return data
+
+
+_EMPTY = StreamingBody(0, None, complete=True)

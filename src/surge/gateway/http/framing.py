@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import httptools
+
 from surge.gateway.errors import BadRequest, BodyTooLarge
 
 # RFC 9110 token characters: what a header name may be made of.
-_TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _DIGITS_RE = re.compile(rb"^[0-9]{1,18}$")
 
 
@@ -31,15 +33,38 @@ class Framing:
         return self.chunked or bool(self.content_length)
 
 
-def check_header_name(name: bytes) -> None:
-    if not _TOKEN_RE.match(name):
-        raise BadRequest(f"invalid header name {name[:40]!r}")
-
-
-def check_header_value(value: bytes) -> None:
+def header_problem(name: bytes, value: bytes) -> BadRequest | None:
+    """Why a header line is refused, or None when it is acceptable (one call per header:
+    a browser sends a dozen)."""
+    if _TOKEN_RE.fullmatch(name) is None:
+        return BadRequest(f"invalid header name {name[:40]!r}")
     # obs-fold and bare CR/LF would let one header hide another.
     if b"\r" in value or b"\n" in value:
-        raise BadRequest("line folding or a bare CR/LF in a header value is not accepted")
+        return BadRequest("line folding or a bare CR/LF in a header value is not accepted")
+    return None
+
+
+# Header lines llhttp must refuse by itself (see ``parser_refuses_bad_headers``).
+_BAD_HEADER_LINES = (b"X y: 1", b"caf\xc3\xa9: 1", b"a\tb: 1", b"X-A: a\r\n b", b"X-A: a\rb",
+                     b"X-A: a\nb", b"X-A: a\x00b")
+
+
+def parser_refuses_bad_headers() -> bool:
+    """True when the installed httptools (llhttp) refuses every kind of header line
+    ``header_problem`` refuses: then the check per header is the parser's, at C speed
+    (about 1 µs per header saved). A lenient build makes the gateway check each header."""
+    for line in _BAD_HEADER_LINES:
+        parser = httptools.HttpRequestParser(_NoCallbacks())
+        try:
+            parser.feed_data(b"GET / HTTP/1.1\r\nHost: x\r\n" + line + b"\r\n\r\n")
+        except httptools.HttpParserError:
+            continue
+        return False
+    return True
+
+
+class _NoCallbacks:
+    pass
 
 
 def decide_framing(http_version: str, headers: list[tuple[bytes, bytes]],

@@ -38,7 +38,7 @@ from surge.gateway.errors import (
 )
 from surge.gateway.exchange import Request, RouteHandler
 from surge.gateway.http.body import StreamingBody
-from surge.gateway.http.framing import check_header_name, check_header_value, decide_framing
+from surge.gateway.http.framing import decide_framing, header_problem, parser_refuses_bad_headers
 from surge.gateway.http.limits import Limits
 from surge.gateway.http.responses import CONTINUE_100, reason_phrase, simple_response
 from surge.gateway.http.state import Event, Expiry, ReadState, expiry_for, next_state
@@ -47,6 +47,8 @@ from surge.gateway.http.writer import ResponseStream
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = b"/health"
+# Whether on_header must check each header itself (a lenient httptools build).
+CHECK_HEADERS = not parser_refuses_bad_headers()
 # At shutdown, how long a just-accepted connection may take to send its first request.
 FIRST_REQUEST_GRACE = 1.0
 
@@ -252,12 +254,11 @@ class HttpConnection(asyncio.Protocol):
         if self._head_size > self.limits.max_header_size:
             self._error = HeadersTooLarge()
             return
-        try:
-            check_header_name(name)
-            check_header_value(value)
-        except BadRequest as exc:
-            self._error = exc
-            return
+        if CHECK_HEADERS:
+            problem = header_problem(name, value)
+            if problem is not None:
+                self._error = problem
+                return
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:

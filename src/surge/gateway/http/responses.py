@@ -20,8 +20,14 @@ def reason_phrase(status: int) -> bytes:
     return _REASONS.get(status, b"Unknown")
 
 
+# Status lines with their standard reason, built once.
+_STATUS_LINES: dict[int, bytes] = {
+    status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
+
+
 def status_line(status: int, reason: bytes | None = None) -> bytes:
-    return b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))
+    line = _STATUS_LINES.get(status) if reason is None else None
+    return line or b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))
 
 
 def http_date(epoch: float) -> str:

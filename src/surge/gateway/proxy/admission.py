@@ -122,7 +122,11 @@ class Admission:
         return expired
 
     def has_targets(self) -> bool:
-        return any(not t.draining for t in self.targets)
+        # A loop, not any() over a generator: this runs for every request that waits.
+        for target in self.targets:  # noqa: SIM110
+            if not target.draining:
+                return True
+        return False
 
     def _take(self, now: float, excluded: Collection[Target]) -> Target | None:
         target = self.balancer.choose(routable(self.targets, now), excluded)

@@ -46,9 +46,8 @@ def routable(targets: Sequence[Target], now: float) -> list[Target]:
     """Targets that may take new requests. Draining targets never do. When no target is
     available, every non-draining one is: fail open, as ALB does, because a health check
     that fails everywhere is more often wrong than the whole fleet being down."""
-    live = [t for t in targets if not t.draining]
-    available = [t for t in live if t.health.available(now)]
-    return available or live
+    available = [t for t in targets if not t.draining and t.health.available(now)]
+    return available or [t for t in targets if not t.draining]
 
 
 class Balancer(Protocol):

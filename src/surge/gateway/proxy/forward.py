@@ -15,6 +15,7 @@ from typing import Any
 
 from surge.gateway.exchange import Request, RequestBody, ResponseWriter
 from surge.gateway.proxy.balancing import Target
+from surge.gateway.proxy.deadlines import DeadlineSweep
 from surge.gateway.proxy.errors import (
     NoCapacity,
     ProxyError,
@@ -22,7 +23,7 @@ from surge.gateway.proxy.errors import (
     UpstreamConnectError,
     UpstreamTimeout,
 )
-from surge.gateway.proxy.headers import request_head, request_headers, response_headers
+from surge.gateway.proxy.headers import request_head
 from surge.gateway.proxy.pool import Prepared, TargetPool
 from surge.gateway.proxy.retry import may_retry
 from surge.gateway.proxy.upstream import ConnectionPool, UpstreamConnection, UpstreamResponse
@@ -66,6 +67,7 @@ class ProxyHandler:
         self.pool = pool
         self.clock = clock
         self.read_timeout = pool.settings.read_timeout
+        self.eager_deadlines = DeadlineSweep(self.read_timeout, clock)
 
     def start_now(self, request: Request, response: ResponseWriter,
                   done: Callable[[BaseException | None], None]) -> bool:
@@ -215,7 +217,7 @@ class ProxyHandler:
                 target.responses_5xx += 1
             response.set_log_fields(target=target.address, target_status=status,
                                     target_time=round(self.clock() - started_at, 6))
-            response.start(status, response_headers(upstream.headers))
+            response.start(status, upstream.headers)
             while piece := await upstream.read_body(self.read_timeout):
                 await response.write(piece)
             await response.end()
@@ -235,7 +237,7 @@ class _EagerExchange:
     hands them to ``ProxyHandler.cycle`` in a task, which then owns them."""
 
     __slots__ = ("connection", "connections", "done", "handler", "head", "request",
-                 "response", "slot", "started_at", "timer", "upstream")
+                 "response", "slot", "started_at", "upstream", "watched")
 
     def __init__(self, handler: ProxyHandler, request: Request, response: ResponseWriter,
                  done: Callable[[BaseException | None], None], head: bytes) -> None:
@@ -248,7 +250,7 @@ class _EagerExchange:
         self.connections: ConnectionPool | None = None
         self.connection: UpstreamConnection | None = None
         self.upstream: UpstreamResponse | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.watched = False  # in the handler's read-timeout sweep
         self.started_at = 0.0
 
     def begin(self) -> None:
@@ -279,7 +281,8 @@ class _EagerExchange:
         self.connection, self.upstream = connection, upstream
         self.started_at = handler.clock()
         upstream.listener = self._on_upstream
-        self.timer = connection.loop.call_later(handler.read_timeout, self._on_timeout)
+        handler.eager_deadlines.watch(self, self.started_at)
+        self.watched = True
 
     def _on_upstream(self, upstream: UpstreamResponse) -> None:
         if upstream.error is None:
@@ -294,8 +297,9 @@ class _EagerExchange:
         # streams it): the coroutine path takes over with what was sent.
         self._hand_over((upstream.connection, upstream))
 
-    def _on_timeout(self) -> None:
-        self.timer = None
+    def expired(self) -> None:
+        """No response within the read timeout (``DeadlineSweep``)."""
+        self.watched = False
         upstream = self.upstream
         assert upstream is not None
         upstream.error = UpstreamTimeout(
@@ -316,7 +320,7 @@ class _EagerExchange:
         response.set_log_fields(target=target.address, target_status=status,
                                 target_time=round(self.handler.clock() - self.started_at, 6))
         try:
-            response.start(status, response_headers(upstream.headers))
+            response.start(status, upstream.headers)
             keeping_up = response.end_with(upstream.take_body())
         except Exception as exc:  # the client went away: the connection logs and closes
             self.done(exc)
@@ -337,9 +341,9 @@ class _EagerExchange:
     def _detach(self) -> None:
         if self.upstream is not None:
             self.upstream.listener = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.watched:
+            self.watched = False
+            self.handler.eager_deadlines.forget(self)
 
     def _continue(self, work: Coroutine[Any, Any, None]) -> None:
         """Finish in a task (the rare paths), then report to the connection."""
@@ -380,9 +384,9 @@ class _Slot:
 
 def _head_for(request: Request, body_length: int | None) -> bytes:
     """The request line and headers sent to the target (``None``: a chunked body)."""
-    return request_head(request.method, request.target, request_headers(
-        request.headers, client_host=request.client_host, scheme=request.scheme,
-        server_port=request.server_port, body_length=body_length))
+    return request_head(request.method, request.target, request.headers,
+                        client_host=request.client_host, scheme=request.scheme,
+                        server_port=request.server_port, body_length=body_length)
 
 
 async def _read_small_body(body: RequestBody) -> bytes:

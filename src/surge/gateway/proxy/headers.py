@@ -7,8 +7,6 @@ request gains the forwarding headers an ALB adds; Host is kept as the client sen
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from surge.gateway.exchange import Headers
 
 HOP_BY_HOP = frozenset({
@@ -20,67 +18,74 @@ _REPLACED_ON_REQUEST = frozenset({
     b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-port", b"x-real-ip",
     b"content-length", b"expect",
 })
+# Everything request_head treats specially: dropped, replaced, or remembered.
+_SPECIAL_ON_REQUEST = HOP_BY_HOP | _REPLACED_ON_REQUEST
+# Forwarding headers per (client, scheme, port); clients come back, so they are built once.
+_FORWARDING_CACHE_SIZE = 4096
+_forwarding: dict[tuple[str, str, int], tuple[bytes, bytes]] = {}
 
 
-def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Header names listed in ``Connection`` (``Connection: close, X-Foo`` → {close, x-foo})."""
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            named.update(token.strip().lower() for token in value.split(b",") if token.strip())
-    return frozenset(named)
+def connection_tokens(value: bytes) -> set[bytes]:
+    """Header names listed in a ``Connection`` value (``close, X-Foo`` → {close, x-foo})."""
+    return {token.strip().lower() for token in value.split(b",") if token.strip()}
 
 
-def _is_hop_by_hop(name: bytes, named: frozenset[bytes]) -> bool:
-    return name in HOP_BY_HOP or name.startswith(b"proxy-") or name in named
-
-
-def request_headers(
+def request_head(
+    method: str,
+    target: str,
     headers: Headers,
     *,
     client_host: str,
     scheme: str,
     server_port: int,
     body_length: int | None,
-) -> Headers:
-    """The headers sent to the target. ``body_length`` None means a chunked body."""
-    named = connection_named(headers)
-    forwarded_for: list[bytes] = []
-    out: Headers = []
+) -> bytes:
+    """The request line and headers sent to the target, ready to write. ``body_length``
+    None means a chunked body. One pass over the headers: this runs for every request."""
+    parts = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
+    forwarded_for = b""
     announced_length = False
+    named: set[bytes] | None = None
     for name, value in headers:
-        if name == b"content-length":
-            announced_length = True
-        if name == b"x-forwarded-for":
-            forwarded_for.append(value.strip())
-        elif name in _REPLACED_ON_REQUEST or _is_hop_by_hop(name, named):
-            continue
-        else:
-            out.append((name, value))
-    client = client_host.encode("latin-1")
-    forwarded_for.append(client)
-    out.append((b"x-forwarded-for", b", ".join(v for v in forwarded_for if v)))
-    out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
-    out.append((b"x-forwarded-port", str(server_port).encode("latin-1")))
-    out.append((b"x-real-ip", client))
+        if name in _SPECIAL_ON_REQUEST:
+            if name == b"x-forwarded-for":
+                value = value.strip()
+                if value:
+                    forwarded_for = forwarded_for + b", " + value if forwarded_for else value
+            elif name == b"content-length":
+                announced_length = True
+            elif name == b"connection":
+                named = connection_tokens(value) if named is None \
+                    else named | connection_tokens(value)
+        elif not name.startswith(b"proxy-"):
+            parts += (name, b": ", value, b"\r\n")
+    if named and any(name in named for name, _ in headers):
+        # Connection lists headers of its own (rare): drop them too, and start over.
+        return request_head(method, target,
+                            [(n, v) for n, v in headers if n not in named and n != b"connection"],
+                            client_host=client_host, scheme=scheme, server_port=server_port,
+                            body_length=body_length)
+    client, forwarding = _forwarding_headers(client_host, scheme, server_port)
+    parts += (b"x-forwarded-for: ", forwarded_for + b", " + client if forwarded_for else client,
+              b"\r\n", forwarding)
     if body_length is None:
-        out.append((b"transfer-encoding", b"chunked"))
+        parts.append(b"transfer-encoding: chunked\r\n")
     elif body_length > 0 or announced_length:
         # An empty POST keeps its "Content-Length: 0": some servers answer 411 without it.
-        out.append((b"content-length", str(body_length).encode("latin-1")))
-    return out
+        parts.append(b"content-length: %d\r\n" % body_length)
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
-def response_headers(headers: Headers) -> Headers:
-    """The target's headers as sent to the client: hop-by-hop ones removed. Content-Length
-    stays, so the server sends the body as is; without it the server re-chunks."""
-    named = connection_named(headers)
-    return [(name, value) for name, value in headers if not _is_hop_by_hop(name, named)]
-
-
-def request_head(method: str, target: str, headers: Headers) -> bytes:
-    """The HTTP/1.1 request line and headers, ready to write."""
-    lines = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
-    lines.extend(name + b": " + value + b"\r\n" for name, value in headers)
-    lines.append(b"\r\n")
-    return b"".join(lines)
+def _forwarding_headers(client_host: str, scheme: str, server_port: int) -> tuple[bytes, bytes]:
+    """The client address, and the X-Forwarded-Proto/-Port and X-Real-IP lines."""
+    key = (client_host, scheme, server_port)
+    cached = _forwarding.get(key)
+    if cached is None:
+        if len(_forwarding) >= _FORWARDING_CACHE_SIZE:
+            _forwarding.clear()
+        client = client_host.encode("latin-1")
+        cached = (client, b"x-forwarded-proto: %b\r\nx-forwarded-port: %d\r\nx-real-ip: %b\r\n"
+                  % (scheme.encode("latin-1"), server_port, client))
+        _forwarding[key] = cached
+    return cached

@@ -23,8 +23,12 @@ from surge.gateway.proxy.errors import (
     UpstreamConnectError,
     UpstreamTimeout,
 )
+from surge.gateway.proxy.headers import HOP_BY_HOP, connection_tokens
 
 BODY_HIGH_WATER = 256 * 1024
+# Not forwarded to the client: hop-by-hop headers, and Date and Server, which the gateway
+# writes itself (as nginx does).
+_NOT_FORWARDED = HOP_BY_HOP | {b"date", b"server"}
 
 
 class UpstreamResponse:
@@ -32,10 +36,18 @@ class UpstreamResponse:
     outlives its turn on the connection, so a finished response can still be read while
     the connection already carries the next request."""
 
+    # Slots: one of these per proxied request; they make creating it and reading it cheaper.
+    __slots__ = ("_body", "_body_size", "_waiter", "complete", "connection", "connection_named",
+                 "error", "framed", "head_done", "headers", "keep_alive", "listener",
+                 "on_complete", "received_any", "skip_body", "status", "until_close")
+
     def __init__(self, connection: UpstreamConnection, *, skip_body: bool) -> None:
         self.connection = connection
         self.status = 0
+        # The headers for the client, names lower-cased: hop-by-hop ones (the fixed list and
+        # those the target's Connection header names), Date and Server are left out.
         self.headers: Headers = []
+        self.connection_named: set[bytes] | None = None
         self.head_done = False
         self.complete = False
         self.keep_alive = True
@@ -125,6 +137,9 @@ class UpstreamResponse:
 class UpstreamConnection(asyncio.Protocol):
     """One connection to a target, carrying one request at a time."""
 
+    __slots__ = ("_informational", "_parser", "_reading_paused", "_replace_parser", "_transport",
+                 "_write_paused", "closed", "loop", "requests_begun", "response")
+
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
@@ -196,8 +211,16 @@ class UpstreamConnection(asyncio.Protocol):
         response = self.response
         assert response is not None
         name = name.lower()
-        if name == b"content-length" or name == b"transfer-encoding":
+        if name == b"content-length":
             response.framed = True  # noted here: no second pass over the headers later
+        elif name in _NOT_FORWARDED or name.startswith(b"proxy-"):
+            if name == b"transfer-encoding":
+                response.framed = True
+            elif name == b"connection":
+                named = connection_tokens(value)
+                response.connection_named = named if response.connection_named is None \
+                    else response.connection_named | named
+            return
         response.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -208,8 +231,12 @@ class UpstreamConnection(asyncio.Protocol):
             # 100 Continue and friends: not the response; llhttp completes them on its own.
             self._informational = True
             response.headers = []
+            response.connection_named = None
             response.framed = False
             return
+        named = response.connection_named
+        if named:
+            response.headers = [(n, v) for n, v in response.headers if n not in named]
         response.status = status
         response.head_done = True
         response.keep_alive = self._parser.should_keep_alive()
