@@ -44,8 +44,8 @@ class ResponseStream:
     __slots__ = ("_body", "_chunked", "_flow", "_head", "_http11", "body_bytes", "ended",
                  "head_only", "keep_alive", "log_fields", "sent", "started", "status")
 
-    def __init__(self, flow: WriteFlow, *, http11: bool, head_only: bool,
-                 keep_alive: bool, body: StreamingBody | None = None) -> None:
+    def __init__(self, flow: WriteFlow, http11: bool, head_only: bool, keep_alive: bool,
+                 body: StreamingBody | None = None) -> None:
         self._flow = flow
         self._body = body
         self._http11 = http11

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from surge.gateway.exchange import Request, RequestBody, ResponseWriter
+from surge.gateway.proxy.admission import Waiter
 from surge.gateway.proxy.balancing import Target
 from surge.gateway.proxy.deadlines import DeadlineSweep
 from surge.gateway.proxy.errors import (
@@ -260,9 +261,12 @@ class _EagerExchange:
             self._granted(target)
             return
         try:
-            pool.wait_for_slot(self._granted)
+            pool.wait_for_slot(self._settled)
         except NoCapacity as exc:
             self._continue(_answer_from_gateway(self.response, 503, str(exc), retry_after=True))
+
+    def _settled(self, waiter: Waiter) -> None:
+        self._granted(waiter.granted)
 
     def _granted(self, target: Target | None) -> None:
         handler = self.handler

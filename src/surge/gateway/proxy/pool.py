@@ -189,12 +189,12 @@ class TargetPool:
         """A free slot at once, or None (someone waits already, or every target is full)."""
         return self.admission.try_acquire(self.clock())
 
-    def wait_for_slot(self, granted: Callable[[Target | None], None]) -> None:
-        """``acquire`` without a task: join the line; ``granted(target)`` is called the
-        moment a slot comes free, or ``granted(None)`` after queue_timeout. Raises
-        ``NoCapacity`` at once when there is no target or the line is full."""
-        self._join_line(Waiter(on_grant=lambda waiter: granted(waiter.granted),
-                               on_timeout=lambda _: granted(None)))
+    def wait_for_slot(self, settled: Callable[[Waiter], None]) -> None:
+        """``acquire`` without a task: join the line; ``settled(waiter)`` is called the
+        moment a slot comes free (``waiter.granted`` is the target), or after queue_timeout
+        (``waiter.granted`` is None). Raises ``NoCapacity`` at once when there is no target
+        or the line is full."""
+        self._join_line(Waiter(on_grant=settled, on_timeout=settled))
 
     def queue_timeout_error(self) -> NoCapacity:
         return NoCapacity(f"pool {self.name!r}: no target free within "
