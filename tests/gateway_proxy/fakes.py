@@ -119,6 +119,8 @@ class FakeResponse:
     async def drained(self) -> None:
         return None
 
+    logged = True
+
     def set_log_fields(self, **fields: object) -> None:
         self.log_fields.update(fields)
 

@@ -83,6 +83,8 @@ class ResponseWriter(Protocol):
 
     async def drained(self) -> None: ...
 
+    logged: bool  # the access log records this response; False: skip computing log fields
+
     def set_log_fields(self, **fields: object) -> None:
         """Extra access-log fields, e.g. ``target="127.0.0.1:5001"``, ``target_time=0.012``."""
         ...

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections import deque
 from typing import Protocol, cast
@@ -47,6 +48,8 @@ from surge.gateway.http.writer import ResponseStream
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = b"/health"
+# A request target that is a path alone: no query, fragment or escapes to take apart.
+_PLAIN_PATH = re.compile(rb"/[^?%#]*").fullmatch
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 # Whether on_header must check each header itself (a lenient httptools build).
 CHECK_HEADERS = not parser_refuses_bad_headers()
@@ -75,6 +78,10 @@ class ConnectionHost(Protocol):
     def remember_health(self, chunk: bytes, head_only: bool) -> None:
         """Remember ``chunk``: read from a message boundary, it was exactly one complete,
         bodiless, keep-alive /health request, answered by the fast path."""
+        ...
+
+    def logs(self, path: str) -> bool:
+        """The access log records requests for ``path``."""
         ...
 
     def log_access(self, exchange: Exchange, connection: HttpConnection) -> None: ...
@@ -287,7 +294,7 @@ class HttpConnection(asyncio.Protocol):
             self._fast_health = (keep_alive and self.keep_alive, raw_method == b"HEAD")
             return
         method = _METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
-        if url[:1] == b"/" and b"?" not in url and b"%" not in url and b"#" not in url:
+        if _PLAIN_PATH(url) is not None:
             # A plain path, whose characters llhttp has checked: nothing to split or decode.
             path = target = url.decode("latin-1")
             query = ""
@@ -306,7 +313,7 @@ class HttpConnection(asyncio.Protocol):
         else:
             body = StreamingBody.empty()
         response = ResponseStream(self, http_version == "1.1", method == "HEAD",
-                                  keep_alive and self.keep_alive, body)
+                                  keep_alive and self.keep_alive, body, self.host.logs(path))
         # Positional (in field order): a keyword call costs twice as much, every request.
         request = Request(method, target, path, query, http_version, self._headers, body,
                           self.client[0], self.client[1], self.host.server_port, "http",

@@ -76,6 +76,9 @@ class GatewayServer:
     def unregister(self, connection: HttpConnection) -> None:
         self.connections.discard(connection)
 
+    def logs(self, path: str) -> bool:
+        return self.access_log.wants(path)
+
     def log_access(self, exchange: Exchange, connection: HttpConnection) -> None:
         if not self.access_log.wants(exchange.path):
             return

@@ -42,10 +42,11 @@ class WriteFlow(Protocol):
 
 class ResponseStream:
     __slots__ = ("_body", "_chunked", "_flow", "_head", "_http11", "body_bytes", "ended",
-                 "head_only", "keep_alive", "log_fields", "sent", "started", "status")
+                 "head_only", "keep_alive", "log_fields", "logged", "sent", "started",
+                 "status")
 
     def __init__(self, flow: WriteFlow, http11: bool, head_only: bool, keep_alive: bool,
-                 body: StreamingBody | None = None) -> None:
+                 body: StreamingBody | None = None, logged: bool = True) -> None:
         self._flow = flow
         self._body = body
         self._http11 = http11
@@ -59,6 +60,7 @@ class ResponseStream:
         self.status = 0
         self.body_bytes = 0
         self.log_fields: dict[str, object] = {}
+        self.logged = logged
 
     def start(self, status: int, headers: Headers, reason: bytes | None = None) -> None:
         if self.started:

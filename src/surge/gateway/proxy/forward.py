@@ -216,8 +216,9 @@ class ProxyHandler:
             status = upstream.status
             if status >= 500:
                 target.responses_5xx += 1
-            response.set_log_fields(target=target.address, target_status=status,
-                                    target_time=round(self.clock() - started_at, 6))
+            if response.logged:
+                response.set_log_fields(target=target.address, target_status=status,
+                                        target_time=round(self.clock() - started_at, 6))
             response.start(status, upstream.headers)
             while piece := await upstream.read_body(self.read_timeout):
                 await response.write(piece)
@@ -321,8 +322,9 @@ class _EagerExchange:
         if status >= 500:
             target.responses_5xx += 1
         response = self.response
-        response.set_log_fields(target=target.address, target_status=status,
-                                target_time=round(self.handler.clock() - self.started_at, 6))
+        if response.logged:
+            response.set_log_fields(target=target.address, target_status=status,
+                                    target_time=round(self.handler.clock() - self.started_at, 6))
         try:
             response.start(status, upstream.headers)
             keeping_up = response.end_with(upstream.take_body())

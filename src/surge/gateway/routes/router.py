@@ -20,14 +20,6 @@ class RouteEntry:
     handler: RouteHandler
     exact: bool = False  # the path must equal the prefix (built-ins like /health)
 
-    def path_matches(self, path: str) -> bool:
-        prefix = self.prefix
-        if self.exact:
-            return path == prefix
-        if not path.startswith(prefix):
-            return False
-        return len(path) == len(prefix) or prefix.endswith("/") or path[len(prefix)] == "/"
-
     def method_matches(self, method: str) -> bool:
         return not self.methods or method in self.methods or (
             method == "HEAD" and "GET" in self.methods)
@@ -57,10 +49,18 @@ class Router:
     def match(self, method: str, path: str) -> RouteHandler:
         allowed: list[str] = []
         for entry in self.entries:
-            if entry.path_matches(path):
-                if entry.method_matches(method):
-                    return entry.handler
-                allowed.extend(m for m in sorted(entry.methods) if m not in allowed)
+            # The path test is written out here, not a method: it runs for every route of
+            # every request. (The module docstring says what matches.)
+            prefix = entry.prefix
+            if entry.exact:
+                if path != prefix:
+                    continue
+            elif not path.startswith(prefix) or not (
+                    len(path) == len(prefix) or prefix[-1] == "/" or path[len(prefix)] == "/"):
+                continue
+            if entry.method_matches(method):
+                return entry.handler
+            allowed.extend(m for m in sorted(entry.methods) if m not in allowed)
         if allowed:
             return MethodNotAllowedHandler(allowed)
         return self._not_found
