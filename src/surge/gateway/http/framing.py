@@ -17,7 +17,7 @@ from surge.gateway.errors import BadRequest, BodyTooLarge
 
 # RFC 9110 token characters: what a header name may be made of.
 _TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_DIGITS_RE = re.compile(rb"^[0-9]{1,18}$")
+_DIGITS_RE = re.compile(rb"[0-9]{1,18}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,11 @@ class Framing:
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
+
+
+# The framing of most requests, shared (a frozen dataclass costs a microsecond to build).
+_NO_BODY = Framing(None, False, False)
+_EXPECT_BUT_NO_BODY = Framing(None, False, True)
 
 
 def header_problem(name: bytes, value: bytes) -> BadRequest | None:
@@ -101,10 +106,10 @@ def decide_framing(http_version: str, headers: list[tuple[bytes, bytes]],
             raise BadRequest("only 'Transfer-Encoding: chunked' is accepted")
         return Framing(None, True, expect_continue)
     if content_lengths:
-        if not _DIGITS_RE.match(content_lengths[0]):
+        if not _DIGITS_RE.fullmatch(content_lengths[0]):
             raise BadRequest(f"invalid Content-Length {content_lengths[0][:40]!r}")
         length = int(content_lengths[0])
         if length > max_body_size:
             raise BodyTooLarge(f"body of {length} bytes is over the limit of {max_body_size}")
         return Framing(length, False, expect_continue)
-    return Framing(None, False, expect_continue)
+    return _EXPECT_BUT_NO_BODY if expect_continue else _NO_BODY

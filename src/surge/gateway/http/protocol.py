@@ -457,7 +457,8 @@ class HttpConnection(asyncio.Protocol):
         """Log ``exchange``, then start the next one in line (answering synchronous ones in a
         loop, not by recursion), or close, or wait for the next request."""
         while True:
-            self.host.log_access(exchange, self)
+            if exchange.response.logged:
+                self.host.log_access(exchange, self)
             # An unread body leaves the framing unknown: close rather than guess.
             if not exchange.body.complete or not exchange.response.keep_alive or self.closed:
                 self._close()

@@ -78,9 +78,9 @@ class ProxyHandler:
         still streaming, a failure to retry — continues in the coroutine path. False when
         the request has a body: ``handle`` takes it from the start."""
         body = request.body
-        if body.content_length or not body.complete \
-                or request.header(b"transfer-encoding") is not None:
-            return False
+        if body.content_length or not body.complete or (
+                body.content_length is None and request.header(b"transfer-encoding") is not None):
+            return False  # (content_length 0: no Transfer-Encoding, decide_framing saw to it)
         _EagerExchange(self, request, response, done, _head_for(request, 0)).begin()
         return True
 
