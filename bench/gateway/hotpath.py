@@ -140,8 +140,9 @@ def main() -> None:
     parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        import surge
         import uvloop
+
+        import surge
 
         here = Path.cwd().resolve()
         assert Path(surge.__file__).resolve().is_relative_to(here), (surge.__file__, here)
