@@ -4,9 +4,9 @@
 
 What a proxied request costs in the gateway's own code, with the kernel and the event loop's
 I/O left out: the real ``HttpConnection``, proxy route and ``UpstreamConnection`` objects,
-fed by in-memory transports. 100 clients keep one request each outstanding against a pool
-of one target with 4 slots (a Starman with 4 workers), so most requests wait in line for a
-slot, as under ``wrk -c100`` in ``bench/gateway/proxy.py``. The reference is the same
+fed by in-memory transports. ``--clients`` (100) keep one request each outstanding against
+a pool of one target with 4 slots (a Starman with 4 workers), so most requests wait in line
+for a slot, as under ``wrk -c100`` in ``bench/gateway/proxy.py``. The reference is the same
 measurement of an earlier revision (default ``HEAD~1``), checked out in a temporary git
 worktree and run in turn with this one. CPU time, best of 7 rounds each: on a shared
 machine the best round is the one least disturbed.
@@ -30,7 +30,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 7
-CLIENTS = 100
 SLOTS = 4
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 18\r\n\r\n"
@@ -38,14 +37,19 @@ RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 18\
 
 
 class MemoryTransport:
-    """What the gateway's protocols call on a transport, writes kept in memory."""
+    """What the gateway's protocols call on a transport, writes kept in memory; a first
+    write puts the transport on ``answered`` (so the driver never scans every client)."""
 
-    def __init__(self, peer: tuple[str, int]) -> None:
+    def __init__(self, peer: tuple[str, int], answered: list[MemoryTransport]) -> None:
         self.written: list[bytes] = []
         self.peer = peer
         self.closing = False
+        self.answered = answered
+        self.client: Any = None
 
     def write(self, data: bytes) -> None:
+        if not self.written:
+            self.answered.append(self)
         self.written.append(data)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -67,7 +71,7 @@ class MemoryTransport:
         self.closing = True
 
 
-async def measure(requests: int, data_dir: str) -> float:
+async def measure(requests: int, data_dir: str, clients: int) -> float:
     """Microseconds of CPU per proxied request in this interpreter's ``surge``."""
     from surge.config.loader import validate_settings
     from surge.gateway.http.accesslog import AccessLog
@@ -94,29 +98,31 @@ async def measure(requests: int, data_dir: str) -> float:
     upstreams = []
     for _ in range(SLOTS):
         upstream = UpstreamConnection()
-        upstream.connection_made(MemoryTransport(("127.0.0.1", 9)))
+        upstream.connection_made(MemoryTransport(("127.0.0.1", 9), []))
         idle.append(upstream)
         upstreams.append(upstream)
-    clients = []
-    for i in range(CLIENTS):
-        client, transport = HttpConnection(server), MemoryTransport(("127.0.0.1", 40000 + i))
+    answered: list[MemoryTransport] = []
+    for i in range(clients):
+        client = HttpConnection(server)
+        transport = MemoryTransport((f"127.0.0.{1 + i // 20000}", 1024 + i % 20000),
+                                    answered)
+        transport.client = client
         client.connection_made(transport)
-        clients.append((client, transport))
         client.data_received(REQUEST)
     best = float("inf")
     per_round = max(1, requests // ROUNDS)
     for _ in range(ROUNDS):
-        started, answered = time.process_time(), 0
-        while answered < per_round:
+        started, proxied = time.process_time(), 0
+        while proxied < per_round:
             for upstream in upstreams:  # each target worker answers its request
                 if upstream.response is not None and not upstream.response.complete:
                     upstream.data_received(RESPONSE)
-                    answered += 1
-            for client, transport in clients:  # a client with its answer sends the next
-                if transport.written:
-                    transport.written.clear()
-                    client.data_received(REQUEST)
-        best = min(best, (time.process_time() - started) / answered * 1e6)
+                    proxied += 1
+            ready, answered[:] = answered[:], []
+            for transport in ready:  # a client with its answer sends the next request
+                transport.written.clear()
+                transport.client.data_received(REQUEST)
+        best = min(best, (time.process_time() - started) / proxied * 1e6)
         await asyncio.sleep(0)  # let the loop run what the round scheduled
     stats = pool.stats()
     if stats["gateway_502"] or stats["retries"]:
@@ -124,11 +130,12 @@ async def measure(requests: int, data_dir: str) -> float:
     return best
 
 
-def run_in(tree: Path, requests: int) -> float:
+def run_in(tree: Path, requests: int, clients: int) -> float:
     """``measure`` in a fresh interpreter importing ``surge`` from ``tree``."""
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
-    out = subprocess.run([sys.executable, __file__, "--measure", str(requests)], env=env,
-                         cwd=tree, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, __file__, "--measure", str(requests),
+                          "--clients", str(clients)], env=env, cwd=tree, capture_output=True,
+                         text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -137,6 +144,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--against", default="HEAD~1", help="git revision to compare with")
     parser.add_argument("--requests", type=int, default=280_000)
+    parser.add_argument("--clients", type=int, default=100,
+                        help="client connections, each with one request outstanding")
     parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -148,7 +157,7 @@ def main() -> None:
         assert Path(surge.__file__).resolve().is_relative_to(here), (surge.__file__, here)
 
         with tempfile.TemporaryDirectory() as data_dir:
-            print(uvloop.run(measure(args.measure, data_dir)))
+            print(uvloop.run(measure(args.measure, data_dir, args.clients)))
         return
     with tempfile.TemporaryDirectory(prefix="surge-hotpath-") as scratch:
         reference = Path(scratch) / "reference"
@@ -157,7 +166,7 @@ def main() -> None:
         try:
             rows = []
             for name, tree in (("this checkout", REPO), (args.against, reference)):
-                rows.append((name, run_in(tree, args.requests)))
+                rows.append((name, run_in(tree, args.requests, args.clients)))
                 print(f"  {name:20} {rows[-1][1]:6.2f} µs per proxied request", flush=True)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
