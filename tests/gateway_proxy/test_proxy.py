@@ -313,6 +313,23 @@ async def test_a_response_whose_body_follows_its_head_later():
         assert web(service)["in_flight"] == 0
 
 
+@run_async
+async def test_a_body_sent_after_a_head_response_never_reaches_the_next_request():
+    # Starman writes the body a PSGI app returns even for HEAD, after the head. The
+    # connection that carried the HEAD is not reused, so those bytes cannot be taken for
+    # the start of the next response (a 502 before).
+    async with upstreams() as [app], proxy([app.address]) as service:
+        head = await get(service, "/split?size=18&pause=0.3", method="HEAD")
+        assert head.status == 200 and head.body == b""
+        after = await get(service, "/echo?after=head")
+        assert after.status == 200
+        assert orjson.loads(after.body)["target"] == "/echo?after=head"
+        await asyncio.sleep(0.4)  # the HEAD's body arrives, on a connection no one uses
+        again = await get(service, "/echo?again")
+        assert again.status == 200 and orjson.loads(again.body)["target"] == "/echo?again"
+        assert web(service)["gateway_502"] == 0
+
+
 class _GoneClient(FakeResponse):
     async def write(self, data: bytes) -> None:
         raise ConnectionResetError("client went away")

@@ -137,7 +137,7 @@ class UpstreamResponse:
 class UpstreamConnection(asyncio.Protocol):
     """One connection to a target, carrying one request at a time."""
 
-    __slots__ = ("_informational", "_parser", "_reading_paused", "_replace_parser", "_transport",
+    __slots__ = ("_informational", "_parser", "_reading_paused", "_transport",
                  "_write_paused", "closed", "loop", "requests_begun", "response")
 
     def __init__(self) -> None:
@@ -149,7 +149,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.response: UpstreamResponse | None = None  # the one being received
         self._informational = False
-        self._replace_parser = False
         self.requests_begun = 0  # more than one: kept alive and reused
 
     # --- asyncio.Protocol -------------------------------------------------------------
@@ -169,10 +168,6 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             response.error = UpstreamBroken(f"invalid response from the target: {exc}")
             self.close()
-        if self._replace_parser:
-            # The parser still expects the body a HEAD response announced; start afresh.
-            self._parser = httptools.HttpResponseParser(self)
-            self._replace_parser = False
         if response.complete:
             self._finish_response(response)
         response.wake()
@@ -240,9 +235,17 @@ class UpstreamConnection(asyncio.Protocol):
         response.status = status
         response.head_done = True
         response.keep_alive = self._parser.should_keep_alive()
-        if response.skip_body or status in (204, 304):
+        if response.skip_body:
+            # The answer to HEAD. Its headers may announce a body that must not follow, but
+            # a server may send one anyway: Starman writes whatever body a PSGI app returns,
+            # HEAD or not, in a write of its own. Reused, the connection would hand those
+            # bytes to the next request's response, so it carries nothing more: bytes that
+            # still come find no response waiting and close it (data_received).
             response.complete = True
-            self._replace_parser = response.skip_body
+            response.keep_alive = False
+            return
+        if status in (204, 304):
+            response.complete = True
             return
         if not response.framed:
             response.until_close = True
