@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/gateway/proxy.py          # ~2-3 minutes, prints a table
 
-Scenarios (wrk, default 2 s request timeout, every run bounded by -d):
+Scenarios (wrk, 2 s request timeout, every run bounded by -d; latency percentiles are of
+the requests that completed — a timed-out one counts under "timeouts" instead):
   - Starman alone (4 workers), 100 connections: what the app server can do by itself.
   - nginx (upstream keepalive 64) → Starman and surge gateway → Starman (pool workers = 4,
     so at most 4 requests in flight to Starman, the rest wait at the gateway), at 100 and
@@ -160,7 +161,7 @@ def load(port: int, connections: int, duration: int) -> WrkResult:
     # warm up: connections, keep-alive pools, nginx/gateway caches
     run_wrk_parallel(urls[:1], min(connections, 50), 1, timeout_s=2)
     return total(run_wrk_parallel(urls, connections // hosts, duration,
-                                  threads=1 if hosts > 1 else 2, timeout_s=2))
+                                  threads=1 if hosts > 1 else 2, timeout_s=2, latency=True))
 
 
 def main() -> None:
@@ -241,7 +242,7 @@ def _report(row: Row) -> None:
 def _table(rows: list[Row]) -> None:
     print()
     print(f"{'backend':9} {'front':14} {'conns':>6} {'req/s':>9} {'non-2xx':>8} "
-          f"{'timeouts':>9} {'sock err':>9} {'vs nginx':>9}")
+          f"{'timeouts':>9} {'sock err':>9} {'p50 ms':>7} {'p99 ms':>7} {'vs nginx':>9}")
     nginx = {(r.scenario, r.connections): r.result.requests_per_second
              for r in rows if r.server == "nginx"}
     for row in rows:
@@ -252,7 +253,8 @@ def _table(rows: list[Row]) -> None:
         print(f"{row.scenario:9} {row.server:14} {row.connections:>6} "
               f"{r.requests_per_second:>9.0f} {r.non_2xx:>8} "
               f"{r.socket_errors.get('timeout', 0):>9} "
-              f"{r.errors - r.socket_errors.get('timeout', 0):>9} {ratio:>9}")
+              f"{r.errors - r.socket_errors.get('timeout', 0):>9} "
+              f"{r.latency_ms.get('50%', 0):>7.1f} {r.latency_ms.get('99%', 0):>7.1f} {ratio:>9}")
 
 
 if __name__ == "__main__":

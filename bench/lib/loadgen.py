@@ -24,6 +24,9 @@ class WrkResult:
     socket_errors: dict[str, int] = field(default_factory=dict)
     non_2xx: int = 0
     extra: dict[str, str] = field(default_factory=dict)  # "key: value" lines a script printed
+    # wrk --latency percentiles in ms ("50%", "99%"), of completed requests only: requests
+    # over the timeout are counted in socket_errors["timeout"] instead.
+    latency_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -46,6 +49,9 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+_MS_PER = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
 def parse_wrk(output: str) -> WrkResult:
     result = WrkResult()
     match = re.search(r"(\d+) requests in ([\d.]+)(m?s)", output)
@@ -60,6 +66,9 @@ def parse_wrk(output: str) -> WrkResult:
     if match:
         result.socket_errors = dict(zip(("connect", "read", "write", "timeout"),
                                         map(int, match.groups()), strict=True))
+    for percent, value, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", output,
+                                           re.MULTILINE):
+        result.latency_ms[f"{percent}%"] = float(value) * _MS_PER[unit]
     match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if match:
         result.non_2xx = int(match.group(1))
@@ -71,12 +80,14 @@ def parse_wrk(output: str) -> WrkResult:
 
 
 def run_wrk_parallel(urls: list[str], connections: int, duration: int, threads: int = 1,
-                     script: str | None = None, timeout_s: int = 10) -> list[WrkResult]:
-    """One wrk process per URL, all at once; each holds ``connections`` connections."""
+                     script: str | None = None, timeout_s: int = 10,
+                     latency: bool = False) -> list[WrkResult]:
+    """One wrk process per URL, all at once; each holds ``connections`` connections.
+    ``latency``: wrk --latency, percentiles in ``WrkResult.latency_ms``."""
     processes = []
     for url in urls:
         argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s",
-                f"--timeout={timeout_s}s"]
+                f"--timeout={timeout_s}s", *(["--latency"] if latency else [])]
         if script:
             argv += ["-s", script]
         processes.append(subprocess.Popen([*argv, url], stdout=subprocess.PIPE,
@@ -101,6 +112,9 @@ def total(results: list[WrkResult]) -> WrkResult:
         combined.non_2xx += result.non_2xx
         for key, value in result.socket_errors.items():
             combined.socket_errors[key] = combined.socket_errors.get(key, 0) + value
+        for key, value in result.latency_ms.items():
+            # Percentiles do not add up: the worst of the wrk processes (equal loads).
+            combined.latency_ms[key] = max(combined.latency_ms.get(key, 0.0), value)
         for key, value in result.extra.items():
             if value.isdigit():
                 combined.extra[key] = str(int(combined.extra.get(key, "0")) + int(value))

@@ -5,11 +5,13 @@ else (pipelined, partial, different, after close) still goes through the parser.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from surge.config.settings import AccessLogSettings
+from surge.gateway.http import responses
 from surge.gateway.http.accesslog import AccessLog
 from surge.gateway.http.limits import Limits
 from surge.gateway.http.protocol import HttpConnection
@@ -60,7 +62,8 @@ def server() -> GatewayServer:
 def test_repeated_head_is_replayed_on_any_connection(server: GatewayServer) -> None:
     connection, transport = connect(server)
     connection.data_received(GET)
-    assert server.replayed_health(GET) is False  # remembered: GET, keep-alive
+    # remembered: GET, keep-alive
+    assert server.replayed_health(GET) == server.health_response(True, False)
     fed = connection.parser.feed_data
     calls = 0
 
@@ -77,7 +80,7 @@ def test_repeated_head_is_replayed_on_any_connection(server: GatewayServer) -> N
     other, other_transport = connect(server)
     other.data_received(HEAD)  # parsed, then remembered as head-only
     other.data_received(HEAD)
-    assert server.replayed_health(HEAD) is True
+    assert server.replayed_health(HEAD) == server.health_response(True, True)
     assert other_transport.written == [server.health_response(True, True)] * 2
 
 
@@ -122,4 +125,18 @@ def test_the_memory_is_bounded(server: GatewayServer) -> None:
         connection, _ = connect(server)
         connection.data_received(b"GET /health HTTP/1.1\r\nHost: x%d\r\n\r\n" % number)
     assert server.replayed_health(b"GET /health HTTP/1.1\r\nHost: x70\r\n\r\n") is None
-    assert server.replayed_health(b"GET /health HTTP/1.1\r\nHost: x0\r\n\r\n") is False
+    assert server.replayed_health(b"GET /health HTTP/1.1\r\nHost: x0\r\n\r\n") is not None
+
+
+def test_a_replayed_answer_carries_the_current_date(server: GatewayServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    connection, transport = connect(server)
+    connection.data_received(GET)
+    connection.data_received(GET)  # replayed
+    later = time.time() + 3600
+    monkeypatch.setattr(responses.time, "time", lambda: later)
+    server.sweep(0.0)  # a new second: the sweep rebuilds Date
+    connection.data_received(GET)
+    assert transport.written[1] == transport.written[0]
+    assert transport.written[2] != transport.written[0]
+    assert responses.http_date(later).encode() in transport.written[2]

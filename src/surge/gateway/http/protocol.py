@@ -71,8 +71,9 @@ class ConnectionHost(Protocol):
         """The whole ``/health`` answer, prebuilt (it changes once a second, with Date)."""
         ...
 
-    def replayed_health(self, chunk: bytes) -> bool | None:
-        """``head_only`` when ``chunk`` is a request head remembered by ``remember_health``."""
+    def replayed_health(self, chunk: bytes) -> bytes | None:
+        """The whole keep-alive answer when ``chunk`` is a request head remembered by
+        ``remember_health`` (one lookup: this runs for every /health request)."""
         ...
 
     def remember_health(self, chunk: bytes, head_only: bool) -> None:
@@ -197,9 +198,9 @@ class HttpConnection(asyncio.Protocol):
         at_boundary = state is ReadState.IDLE and self.active is None and not self.pending \
             and self.keep_alive
         if at_boundary:
-            head_only = self.host.replayed_health(data)
-            if head_only is not None:
-                self.write(self.host.health_response(True, head_only))
+            reply = self.host.replayed_health(data)
+            if reply is not None:
+                self.write(reply)
                 self.deadline = time.monotonic() + self.limits.keepalive_timeout
                 return
         was_head = state is ReadState.HEAD
