@@ -63,7 +63,7 @@ def test_repeated_head_is_replayed_on_any_connection(server: GatewayServer) -> N
     connection, transport = connect(server)
     connection.data_received(GET)
     # remembered: GET, keep-alive
-    assert server.replayed_health(GET) == server.health_response(True, False)
+    assert server.health_replies.get(GET) == server.health_response(True, False)
     fed = connection.parser.feed_data
     calls = 0
 
@@ -80,7 +80,7 @@ def test_repeated_head_is_replayed_on_any_connection(server: GatewayServer) -> N
     other, other_transport = connect(server)
     other.data_received(HEAD)  # parsed, then remembered as head-only
     other.data_received(HEAD)
-    assert server.replayed_health(HEAD) == server.health_response(True, True)
+    assert server.health_replies.get(HEAD) == server.health_response(True, True)
     assert other_transport.written == [server.health_response(True, True)] * 2
 
 
@@ -99,7 +99,7 @@ def test_only_one_whole_keepalive_bodiless_head_is_remembered(server: GatewaySer
         await asyncio.sleep(0.01)  # let a request answered by a task finish
 
     asyncio.run(feed())
-    assert server.replayed_health(chunk) is None
+    assert server.health_replies.get(chunk) is None
 
 
 def test_replay_needs_a_message_boundary(server: GatewayServer) -> None:
@@ -124,8 +124,8 @@ def test_the_memory_is_bounded(server: GatewayServer) -> None:
     for number in range(MAX_REMEMBERED_HEALTH_HEADS + 10):
         connection, _ = connect(server)
         connection.data_received(b"GET /health HTTP/1.1\r\nHost: x%d\r\n\r\n" % number)
-    assert server.replayed_health(b"GET /health HTTP/1.1\r\nHost: x70\r\n\r\n") is None
-    assert server.replayed_health(b"GET /health HTTP/1.1\r\nHost: x0\r\n\r\n") is not None
+    assert server.health_replies.get(b"GET /health HTTP/1.1\r\nHost: x70\r\n\r\n") is None
+    assert server.health_replies.get(b"GET /health HTTP/1.1\r\nHost: x0\r\n\r\n") is not None
 
 
 def test_a_replayed_answer_carries_the_current_date(server: GatewayServer,

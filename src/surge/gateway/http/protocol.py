@@ -71,10 +71,9 @@ class ConnectionHost(Protocol):
         """The whole ``/health`` answer, prebuilt (it changes once a second, with Date)."""
         ...
 
-    def replayed_health(self, chunk: bytes) -> bytes | None:
-        """The whole keep-alive answer when ``chunk`` is a request head remembered by
-        ``remember_health`` (one lookup: this runs for every /health request)."""
-        ...
+    # Request heads remembered by ``remember_health`` -> their whole keep-alive answer,
+    # rebuilt with Date each second. A dict, not a method: read for every /health request.
+    health_replies: dict[bytes, bytes]
 
     def remember_health(self, chunk: bytes, head_only: bool) -> None:
         """Remember ``chunk``: read from a message boundary, it was exactly one complete,
@@ -198,9 +197,11 @@ class HttpConnection(asyncio.Protocol):
         at_boundary = state is ReadState.IDLE and self.active is None and not self.pending \
             and self.keep_alive
         if at_boundary:
-            reply = self.host.replayed_health(data)
+            reply = self.host.health_replies.get(data)
             if reply is not None:
-                self.write(reply)
+                transport = self.transport
+                assert transport is not None  # set by connection_made, before any data
+                transport.write(reply)
                 self.deadline = time.monotonic() + self.limits.keepalive_timeout
                 return
         was_head = state is ReadState.HEAD

@@ -41,7 +41,7 @@ class GatewayServer:
         self.date_header = self._date.header
         self._health: dict[tuple[bool, bool], bytes] = {}
         self._health_heads: dict[bytes, bool] = {}  # request head -> head_only
-        self._health_replies: dict[bytes, bytes] = {}  # request head -> its answer, this second
+        self.health_replies: dict[bytes, bytes] = {}  # request head -> its answer, this second
         self.server_port = 0
         self._acceptor: Acceptor | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -60,18 +60,10 @@ class GatewayServer:
             self._health[key] = response
         return response
 
-    def replayed_health(self, chunk: bytes) -> bytes | None:
-        reply = self._health_replies.get(chunk)
-        if reply is None:
-            head_only = self._health_heads.get(chunk)
-            if head_only is None:
-                return None
-            reply = self._health_replies[chunk] = self.health_response(True, head_only)
-        return reply
-
     def remember_health(self, chunk: bytes, head_only: bool) -> None:
         if len(self._health_heads) < MAX_REMEMBERED_HEALTH_HEADS:
             self._health_heads[chunk] = head_only
+            self.health_replies[chunk] = self.health_response(True, head_only)
 
     def register(self, connection: HttpConnection) -> bool:
         if not self.accepting or len(self.connections) >= self.limits.max_connections:
@@ -121,7 +113,8 @@ class GatewayServer:
         if self._date.refresh():
             self.date_header = self._date.header
             self._health.clear()
-            self._health_replies.clear()
+            self.health_replies = {chunk: self.health_response(True, head_only)
+                                   for chunk, head_only in self._health_heads.items()}
         overdue = [c for c in self.connections if 0.0 < c.deadline <= now]
         for connection in overdue:
             connection.expire(now)
