@@ -93,7 +93,7 @@ async def measure(requests: int, data_dir: str, clients: int) -> float:
     router = Router(await build_routes(settings, None, components))
     server = GatewayServer(Limits.from_settings(settings.gateway, 1000), router,
                            AccessLog(settings.gateway.access_log))
-    pool = components.proxy.pools["app"]  # type: ignore[attr-defined]
+    pool = components.proxy.pools["app"]
     idle = pool.connections[pool.targets[0]].idle
     upstreams = []
     for _ in range(SLOTS):

@@ -1,6 +1,6 @@
 """The proxy route against nginx, side by side in one run.
 
-    .venv/bin/python bench/gateway/proxy.py          # ~2-3 minutes, prints a table
+    .venv/bin/python bench/gateway/proxy.py          # ~4 minutes, prints a table
 
 Scenarios (wrk, 2 s request timeout, every run bounded by -d; latency percentiles are of
 the requests that completed — a timed-out one counts under "timeouts" instead):
@@ -9,6 +9,8 @@ the requests that completed — a timed-out one counts under "timeouts" instead)
     so at most 4 requests in flight to Starman, the rest wait at the gateway), at 100 and
     at 5,000 connections (5,000 spread over 127.0.0.1/.2/.3).
   - nginx → and surge → a fast Python backend (granian, ASGI), 1,000 connections.
+Fronts run in the order surge, nginx, surge (each with a fresh Starman), and surge's figure
+is the mean of its two runs: on a shared machine the speed drifts within minutes.
 nginx and the gateway run the same number of processes (--processes) at the same
 scheduling priority (--priority: nginx's worker_priority, surge's gateway.priority; as
 root, -10 by default, which keeps the one front process ahead of the four Starman workers
@@ -99,6 +101,11 @@ balancing = "least_outstanding"
 prefix = "/"
 proxy = {{ pool = "app" }}
 """
+
+
+# A-B-A: the machine's speed drifts within minutes; surge's figure is the mean of a run
+# before and a run after nginx's, so a drift in either direction cancels out.
+FRONT_ORDER = ("surge", "nginx", "surge")
 
 
 @dataclass
@@ -193,7 +200,7 @@ def main() -> None:
             _report(rows[-1])
         finally:
             starman.stop()
-        for name in ("nginx", "surge"):
+        for name in FRONT_ORDER:
             starman, starman_address = start_starman(base, args.starman_workers)
             if name == "nginx":
                 server, port = start_nginx_proxy(base / "nginx-starman", starman_address,
@@ -212,14 +219,12 @@ def main() -> None:
                 starman.stop()
         granian, granian_address = start_granian(base)
         try:
-            for name, start in (
-                ("nginx", lambda: start_nginx_proxy(base / "nginx-python", granian_address,
-                                                    args.processes, args.priority)),
-                ("surge", lambda: start_surge(base / "surge-python", granian_address,
-                                              args.processes, args.python_limit,
-                                              args.priority)),
-            ):
-                server, port = start()
+            for name in FRONT_ORDER:
+                server, port = (
+                    start_nginx_proxy(base / "nginx-python", granian_address, args.processes,
+                                      args.priority) if name == "nginx" else
+                    start_surge(base / "surge-python", granian_address, args.processes,
+                                args.python_limit, args.priority))
                 try:
                     rows.append(Row("python", name, 1000, load(port, 1000, args.duration)))
                     _report(rows[-1])
@@ -239,7 +244,23 @@ def _report(row: Row) -> None:
           flush=True)
 
 
+def _merged(rows: list[Row]) -> list[Row]:
+    """One row per (backend, front, connections): a front run twice (A-B-A) gets the mean
+    of its requests/s, the sum of its errors and the worse of its latencies."""
+    groups: dict[tuple[str, str, int], list[WrkResult]] = {}
+    for row in rows:
+        groups.setdefault((row.scenario, row.server, row.connections), []).append(row.result)
+    merged = []
+    for (scenario, server, connections), results in groups.items():
+        result = total(results)
+        result.requests_per_second /= len(results)
+        label = server if len(results) == 1 else f"{server} (mean {len(results)})"
+        merged.append(Row(scenario, label, connections, result))
+    return merged
+
+
 def _table(rows: list[Row]) -> None:
+    rows = _merged(rows)
     print()
     print(f"{'backend':9} {'front':14} {'conns':>6} {'req/s':>9} {'non-2xx':>8} "
           f"{'timeouts':>9} {'sock err':>9} {'p50 ms':>7} {'p99 ms':>7} {'vs nginx':>9}")
@@ -249,7 +270,7 @@ def _table(rows: list[Row]) -> None:
         r = row.result
         reference = nginx.get((row.scenario, row.connections))
         ratio = (f"{r.requests_per_second / reference:8.2f}x"
-                 if reference and row.server == "surge" else "")
+                 if reference and row.server.startswith("surge") else "")
         print(f"{row.scenario:9} {row.server:14} {row.connections:>6} "
               f"{r.requests_per_second:>9.0f} {r.non_2xx:>8} "
               f"{r.socket_errors.get('timeout', 0):>9} "

@@ -112,12 +112,13 @@ def total(results: list[WrkResult]) -> WrkResult:
         combined.non_2xx += result.non_2xx
         for key, value in result.socket_errors.items():
             combined.socket_errors[key] = combined.socket_errors.get(key, 0) + value
-        for key, value in result.latency_ms.items():
+        for percent, milliseconds in result.latency_ms.items():
             # Percentiles do not add up: the worst of the wrk processes (equal loads).
-            combined.latency_ms[key] = max(combined.latency_ms.get(key, 0.0), value)
-        for key, value in result.extra.items():
-            if value.isdigit():
-                combined.extra[key] = str(int(combined.extra.get(key, "0")) + int(value))
+            combined.latency_ms[percent] = max(combined.latency_ms.get(percent, 0.0),
+                                               milliseconds)
+        for name, text in result.extra.items():
+            if text.isdigit():
+                combined.extra[name] = str(int(combined.extra.get(name, "0")) + int(text))
             else:
-                combined.extra[key] = value
+                combined.extra[name] = text
     return combined
