@@ -1,6 +1,6 @@
 """The proxy route against nginx, side by side in one run.
 
-    .venv/bin/python bench/gateway/proxy.py          # ~4 minutes, prints a table
+    .venv/bin/python bench/gateway/proxy.py          # ~3 minutes, prints a table
 
 Scenarios (wrk, 2 s request timeout, every run bounded by -d; latency percentiles are of
 the requests that completed — a timed-out one counts under "timeouts" instead):
