@@ -84,7 +84,9 @@ class ConnectionHost(Protocol):
         """The access log records requests for ``path``."""
         ...
 
-    def log_access(self, exchange: Exchange, connection: HttpConnection) -> None: ...
+    def log_access(self, exchange: Exchange, connection: HttpConnection) -> None:
+        """Record ``exchange``; called only when its response is ``logged``."""
+        ...
 
     def register(self, connection: HttpConnection) -> bool:
         """False when the process is at its connection cap (or shutting down)."""
@@ -489,7 +491,8 @@ class HttpConnection(asyncio.Protocol):
             if exchange is not self.active and exchange in self.pending:
                 exchange.error = error
         else:
-            response = ResponseStream(self, http11=True, head_only=False, keep_alive=False)
+            response = ResponseStream(self, http11=True, head_only=False, keep_alive=False,
+                                      logged=self.host.logs("-"))
             self._enqueue(Exchange("-", "-", None, StreamingBody.empty(), response, None, error))
         self._update_reading()
 

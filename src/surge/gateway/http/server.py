@@ -79,8 +79,6 @@ class GatewayServer:
         return self.access_log.wants(path)
 
     def log_access(self, exchange: Exchange, connection: HttpConnection) -> None:
-        if not self.access_log.wants(exchange.path):
-            return
         response = exchange.response
         fields: dict[str, object] = {
             "time": now_field(),

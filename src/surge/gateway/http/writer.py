@@ -18,8 +18,6 @@ from surge.gateway.http.responses import HOP_BY_HOP, SERVER_HEADER, status_line
 
 Headers = list[tuple[bytes, bytes]]
 _SENDFILE_CHUNK = 256 * 1024
-# What start() looks at in a header name: one set lookup for every other header.
-_FRAMING_OR_HOP_BY_HOP = HOP_BY_HOP | {b"content-length"}
 
 
 class WriteFlow(Protocol):
@@ -71,13 +69,12 @@ class ResponseStream:
         has_length = False
         for name, value in headers:
             lower = name.lower()
-            if lower in _FRAMING_OR_HOP_BY_HOP:
-                if lower == b"content-length":
-                    has_length = True
-                else:
-                    if lower == b"connection" and b"close" in value.lower():
-                        self.keep_alive = False
-                    continue
+            if lower == b"content-length":
+                has_length = True
+            elif lower in HOP_BY_HOP:
+                if lower == b"connection" and b"close" in value.lower():
+                    self.keep_alive = False
+                continue
             parts += (name, b": ", value, b"\r\n")
         bodiless = status < 200 or status in (204, 304) or self.head_only
         if not has_length and not bodiless:

@@ -213,13 +213,7 @@ class ProxyHandler:
             else:
                 upstream.on_complete = release_early
             await upstream.read_head(self.read_timeout)
-            status = upstream.status
-            if status >= 500:
-                target.responses_5xx += 1
-            if response.logged:
-                response.set_log_fields(target=target.address, target_status=status,
-                                        target_time=round(self.clock() - started_at, 6))
-            response.start(status, upstream.headers)
+            _start_forwarded(response, target, upstream, self.clock() - started_at)
             while piece := await upstream.read_body(self.read_timeout):
                 await response.write(piece)
             await response.end()
@@ -317,16 +311,10 @@ class _EagerExchange:
         assert slot is not None and connections is not None and connection is not None
         connections.put(connection, upstream)
         slot.release()  # may send the next waiting request right now
-        target = slot.target
-        status = upstream.status
-        if status >= 500:
-            target.responses_5xx += 1
         response = self.response
-        if response.logged:
-            response.set_log_fields(target=target.address, target_status=status,
-                                    target_time=round(self.handler.clock() - self.started_at, 6))
         try:
-            response.start(status, upstream.headers)
+            _start_forwarded(response, slot.target, upstream,
+                             self.handler.clock() - self.started_at)
             keeping_up = response.end_with(upstream.take_body())
         except Exception as exc:  # the client went away: the connection logs and closes
             self.done(exc)
@@ -386,6 +374,19 @@ class _Slot:
         if self.held:
             self.held = False
             self.pool.release(self.target)
+
+
+def _start_forwarded(response: ResponseWriter, target: Target, upstream: UpstreamResponse,
+                     target_time: float) -> None:
+    """Start the client's response with the target's status and headers, counting a 5xx
+    against the target and noting it in the access log."""
+    status = upstream.status
+    if status >= 500:
+        target.responses_5xx += 1
+    if response.logged:
+        response.set_log_fields(target=target.address, target_status=status,
+                                target_time=round(target_time, 6))
+    response.start(status, upstream.headers)
 
 
 def _head_for(request: Request, body_length: int | None) -> bytes:
