@@ -16,6 +16,10 @@ scheduling priority (--priority: nginx's worker_priority, surge's gateway.priori
 root, -10 by default, which keeps the one front process ahead of the four Starman workers
 it feeds on the same two cores). Figures on a shared 2-core machine are noisy: compare
 ratios within one run.
+
+--front-cpus 0 runs each front on CPU 0 alone, and everything else (Starman, granian, wrk) on
+the other CPUs: the front's CPU then no longer comes out of the backend's, as when the front
+has machines or cores of its own (an ALB, or nginx on its own hosts).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -171,6 +177,17 @@ def load(port: int, connections: int, duration: int) -> WrkResult:
                                   threads=1 if hosts > 1 else 2, timeout_s=2, latency=True))
 
 
+def pin(server: Server, cpus: set[int] | None) -> None:
+    """Run ``server``'s processes on ``cpus`` only: the parent first, so that a worker it
+    forks from then on inherits them, then the workers it has already forked."""
+    if cpus is None:
+        return
+    parent = psutil.Process(server.popen.pid)
+    parent.cpu_affinity(sorted(cpus))
+    for child in parent.children(recursive=True):
+        child.cpu_affinity(sorted(cpus))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,7 +202,15 @@ def main() -> None:
     parser.add_argument("--priority", type=int, default=-10 if os.geteuid() == 0 else 0,
                         help="nice value of both fronts (nginx worker_priority, surge "
                              "gateway.priority); default -10 as root, else 0")
+    parser.add_argument("--front-cpus", help="comma-separated CPUs for the fronts alone; the "
+                        "backends and wrk run on the others (default: all share all CPUs)")
     args = parser.parse_args()
+    front_cpus = {int(c) for c in args.front_cpus.split(",")} if args.front_cpus else None
+    if front_cpus is not None:
+        others = os.sched_getaffinity(0) - front_cpus
+        assert others, f"--front-cpus {args.front_cpus} leaves no CPU for the backends and wrk"
+        os.sched_setaffinity(0, others)  # inherited by every process started from here
+        print(f"fronts on CPUs {sorted(front_cpus)}, backends and wrk on {sorted(others)}")
     print(f"front priority (nice): {args.priority}", flush=True)
     print(f"ephemeral ports: {widen_port_range()}", flush=True)
     rows: list[Row] = []
@@ -208,6 +233,7 @@ def main() -> None:
             else:
                 server, port = start_surge(base / "surge-starman", starman_address,
                                            args.processes, args.starman_workers, args.priority)
+            pin(server, front_cpus)
             try:
                 for connections in (int(c) for c in args.starman_connections.split(",")):
                     rows.append(Row("starman", name, connections,
@@ -225,6 +251,7 @@ def main() -> None:
                                       args.priority) if name == "nginx" else
                     start_surge(base / "surge-python", granian_address, args.processes,
                                 args.python_limit, args.priority))
+                pin(server, front_cpus)
                 try:
                     rows.append(Row("python", name, 1000, load(port, 1000, args.duration)))
                     _report(rows[-1])

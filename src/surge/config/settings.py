@@ -22,6 +22,7 @@ class AccessLogSettings(StrictModel):
 class GatewaySettings(StrictModel):
     listen: ListenAddress = HostPort("0.0.0.0", 8080)
     processes: int | Literal["auto"] = "auto"  # auto: enough for max_connections, ≥ 1 per core
+    # (on two cores shared with a local app pool, 1 proxies to it faster: docs/benchmarks.md)
     max_connections: int = Field(60000, ge=1)  # across all processes
     backlog: int = Field(4096, ge=1)
     max_header_size: ByteSize = 8 * 1024  # request line + headers → 431 beyond (nginx: 8k)
