@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from surge.httpkit import SimpleRequest, SimpleResponse, start_simple_server
+from surge.httpkit import SimpleRequest, SimpleResponse, SimpleServer, start_simple_server
 
 Runner = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -29,7 +29,7 @@ async def _handler(request: SimpleRequest) -> SimpleResponse:
     return SimpleResponse(200, body, headers=[("x-test", request.headers.get("x-test", "-"))])
 
 
-async def _serve(max_body_size: int = 1024) -> tuple[asyncio.Server, int]:
+async def _serve(max_body_size: int = 1024) -> tuple[SimpleServer, int]:
     server = await start_simple_server(_handler, "127.0.0.1", 0, max_body_size=max_body_size)
     port = server.sockets[0].getsockname()[1]
     return server, port

@@ -4,6 +4,7 @@ from surge.httpkit.server import (
     SimpleHandler,
     SimpleRequest,
     SimpleResponse,
+    SimpleServer,
     shutdown_simple_server,
     start_simple_server,
 )
@@ -12,6 +13,7 @@ __all__ = [
     "SimpleHandler",
     "SimpleRequest",
     "SimpleResponse",
+    "SimpleServer",
     "shutdown_simple_server",
     "start_simple_server",
 ]

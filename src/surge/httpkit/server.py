@@ -11,8 +11,8 @@ holds up other connections.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +20,8 @@ from http import HTTPStatus
 from typing import cast
 
 import httptools
+
+from surge.httpkit.acceptor import Acceptor
 
 log = logging.getLogger(__name__)
 
@@ -226,27 +228,57 @@ class SimpleHttpProtocol(asyncio.Protocol):
                 pending.keep_alive = False
 
 
+class SimpleServer:
+    """A listening socket served with ``SimpleHttpProtocol``; what ``start_simple_server``
+    returns (``sockets`` and ``close`` as on ``asyncio.Server``)."""
+
+    def __init__(self, sock: socket.socket, handler: SimpleHandler, max_body_size: int) -> None:
+        self.sockets: tuple[socket.socket, ...] = (sock,)
+        self.connections: set[SimpleHttpProtocol] = set()
+        self._acceptor = Acceptor(
+            sock, lambda: SimpleHttpProtocol(handler, max_body_size, self.connections))
+        self._acceptor.start()
+
+    def close(self) -> None:
+        """Stop accepting (connections already accepted go on)."""
+        self.sockets = ()
+        self._acceptor.close()
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool = False,
+                     backlog: int = 2048) -> socket.socket:
+    """A non-blocking socket listening on ``host:port`` (an IP address or a name that
+    resolves to one; port 0: a free one)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 async def start_simple_server(handler: SimpleHandler, host: str, port: int, *,
                               max_body_size: int = 2 * 1024 * 1024,
-                              reuse_port: bool = False) -> asyncio.Server:
-    """Listen on ``host:port`` (0: a free port; see ``server.sockets``) and serve ``handler``."""
-    loop = asyncio.get_running_loop()
-    connections: set[SimpleHttpProtocol] = set()
-    server = await loop.create_server(
-        lambda: SimpleHttpProtocol(handler, max_body_size, connections),
-        host, port, reuse_port=reuse_port or None, backlog=2048,
-    )
-    _CONNECTIONS[server] = connections
-    return server
+                              reuse_port: bool = False) -> SimpleServer:
+    """Listen on ``host:port`` (0: a free port; see ``server.sockets``) and serve ``handler``.
+    Every queued connection is accepted at once (``httpkit.acceptor``), not one per loop
+    turn, so a burst of new clients is not left waiting in the backlog."""
+    return SimpleServer(listening_socket(host, port, reuse_port=reuse_port), handler,
+                        max_body_size)
 
 
-_CONNECTIONS: dict[asyncio.Server, set[SimpleHttpProtocol]] = {}
-
-
-async def shutdown_simple_server(server: asyncio.Server, timeout: float = 10.0) -> None:
+async def shutdown_simple_server(server: SimpleServer, timeout: float = 10.0) -> None:
     """Stop accepting, let in-flight requests finish (up to ``timeout``), close connections."""
     server.close()
-    connections = _CONNECTIONS.pop(server, set())
+    connections = server.connections
     for connection in list(connections):
         connection.shutdown()
     loop = asyncio.get_running_loop()
@@ -255,5 +287,7 @@ async def shutdown_simple_server(server: asyncio.Server, timeout: float = 10.0) 
         await asyncio.sleep(0.02)
     for connection in list(connections):
         connection._close()
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(server.wait_closed(), max(0.1, deadline - loop.time()))
+    # Each closed transport reports connection_lost on a later turn of the loop.
+    deadline = loop.time() + 0.1
+    while connections and loop.time() < deadline:
+        await asyncio.sleep(0.01)

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 
 from surge.gateway.exchange import RouteHandler
-from surge.gateway.http.acceptor import Acceptor
 from surge.gateway.http.accesslog import AccessLog, now_field
 from surge.gateway.http.limits import Limits
 from surge.gateway.http.protocol import Exchange, HttpConnection
 from surge.gateway.http.responses import DateCache, simple_response
+from surge.httpkit.acceptor import Acceptor
 
 Router = Callable[[str, str], RouteHandler]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import uvloop
 
 from surge.config.settings import Settings
-from surge.httpkit.server import shutdown_simple_server, start_simple_server
+from surge.httpkit.server import SimpleServer, shutdown_simple_server, start_simple_server
 from surge.queue.server.app import QueueApp
 from surge.queue.server.broker import Broker
 from surge.queue.server.service import QueueService, wall_clock_ms
@@ -65,7 +65,7 @@ class RunningQueueServer:
         backend = settings.queue_backend
         self.broker = Broker(self.store, account_id=backend.account_id, region=backend.region)
         self.service = QueueService(self.broker, self.store)
-        self.server: asyncio.Server | None = None
+        self.server: SimpleServer | None = None
         self.address: tuple[str, int] = (backend.listen.host, backend.listen.port)
 
     async def start(self) -> None:

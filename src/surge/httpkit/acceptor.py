@@ -1,8 +1,9 @@
 """Accepting connections: every pending one each time the listener is readable, as nginx's
-``multi_accept on``.
+``multi_accept on``. Used by the gateway and by the servers built on ``httpkit.server``
+(the queue server, the admin API).
 
 libuv (1.45 and later, under uvloop's ``create_server``) accepts one connection per turn of
-the event loop. A busy gateway's turn handles hundreds of ready sockets and lasts
+the event loop. A busy server's turn handles hundreds of ready sockets and lasts
 milliseconds, so new connections piled up in the listen backlog: with 1,000 clients on a
 saturated gateway, about 280 waited there, drained at ~170 a second, and wrk saw a p99 of
 1 s and requests timing out, while no request inside the gateway took over 0.5 s. Here the
@@ -18,7 +19,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-log = logging.getLogger("surge.gateway")
+log = logging.getLogger(__name__)
 
 # Bounded so a flood of connections cannot keep the loop from the requests it already has.
 MAX_ACCEPTS_PER_WAKE = 512
