@@ -13,20 +13,13 @@ import pytest
 import uvloop
 
 from surge.httpkit import acceptor as acceptor_module
-from surge.httpkit.acceptor import Acceptor
+from surge.httpkit.acceptor import Acceptor, listening_socket
 from surge.httpkit.server import (
     SimpleRequest,
     SimpleResponse,
     shutdown_simple_server,
     start_simple_server,
 )
-
-
-def listening_socket() -> socket.socket:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(256)
-    return sock
 
 
 class Recorder(asyncio.Protocol):
@@ -48,7 +41,7 @@ async def turns_until(done: Callable[[], bool], limit: int = 100) -> int:
 def test_every_queued_connection_is_accepted_in_one_turn() -> None:
     async def scenario() -> None:
         Recorder.made = []
-        listener = listening_socket()
+        listener = listening_socket("127.0.0.1", 0)
         clients = [socket.create_connection(listener.getsockname()) for _ in range(60)]
         acceptor = Acceptor(listener, Recorder)
         try:
@@ -86,7 +79,7 @@ def test_out_of_descriptors_pauses_accepting_then_resumes(
 
     async def scenario() -> None:
         Recorder.made = []
-        listener = RunsOutOnce(fileno=listening_socket().detach())
+        listener = RunsOutOnce(fileno=listening_socket("127.0.0.1", 0).detach())
         client = socket.create_connection(listener.getsockname())
         acceptor = Acceptor(listener, Recorder)
         try:

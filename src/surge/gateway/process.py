@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from surge.httpkit.acceptor import listening_socket
+
 FD_HEADROOM_SHARE = 0.2  # of each process's descriptors kept for upstream sockets, files, logs
 MIN_FD_HEADROOM = 256
 FAST_CRASH = 1.0  # a child that dies sooner than this after its start is restarted later
@@ -77,16 +79,10 @@ def raise_nofile_limit() -> int:
 
 
 def bind_listeners(host: str, port: int, count: int, backlog: int) -> list[socket.socket]:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listeners: list[socket.socket] = []
     for _ in range(count):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        port = sock.getsockname()[1]
-        sock.listen(backlog)
-        sock.setblocking(False)
+        sock = listening_socket(host, port, reuse_port=True, backlog=backlog)
+        port = sock.getsockname()[1]  # port 0: the others share the one the first got
         listeners.append(sock)
     return listeners
 

@@ -1,6 +1,6 @@
-"""Accepting connections: every pending one each time the listener is readable, as nginx's
-``multi_accept on``. Used by the gateway and by the servers built on ``httpkit.server``
-(the queue server, the admin API).
+"""Listening sockets, and accepting connections from them: every pending one each time the
+listener is readable, as nginx's ``multi_accept on``. Used by the gateway and by the
+servers built on ``httpkit.server`` (the queue server, the admin API).
 
 libuv (1.45 and later, under uvloop's ``create_server``) accepts one connection per turn of
 the event loop. A busy server's turn handles hundreds of ready sockets and lasts
@@ -27,6 +27,26 @@ MAX_ACCEPTS_PER_WAKE = 512
 # readable, so accepting pauses this long instead of spinning.
 PAUSE_WHEN_EXHAUSTED = 0.5
 _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool = False,
+                     backlog: int = 2048) -> socket.socket:
+    """A non-blocking socket listening on ``host:port`` (an IP address or a name that
+    resolves to one; port 0: a free one)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 class Acceptor:

@@ -21,7 +21,7 @@ from typing import cast
 
 import httptools
 
-from surge.httpkit.acceptor import Acceptor
+from surge.httpkit.acceptor import Acceptor, listening_socket
 
 log = logging.getLogger(__name__)
 
@@ -243,26 +243,6 @@ class SimpleServer:
         """Stop accepting (connections already accepted go on)."""
         self.sockets = ()
         self._acceptor.close()
-
-
-def listening_socket(host: str, port: int, *, reuse_port: bool = False,
-                     backlog: int = 2048) -> socket.socket:
-    """A non-blocking socket listening on ``host:port`` (an IP address or a name that
-    resolves to one; port 0: a free one)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.listen(backlog)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
 
 
 async def start_simple_server(handler: SimpleHandler, host: str, port: int, *,
