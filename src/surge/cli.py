@@ -105,15 +105,52 @@ def worker(config_path: str | None, group: str | None, queue_listen: str | None,
     sys.exit(run_worker_group(settings, group))
 
 
+def _admin_options(command: Any) -> Any:
+    """--admin and --data-dir: where a running `surge up` is, and where its token lives."""
+    command = click.option(
+        "--data-dir", default=".surge", show_default=True,
+        help="That surge up's data directory; its admin.token is read from there "
+             "(SURGE_ADMIN_TOKEN, if set, is used instead).")(command)
+    return click.option(
+        "--admin", default="127.0.0.1:8081", show_default=True,
+        help="Its admin API: HOST:PORT, as surge up --admin takes it, or a URL.")(command)
+
+
+def _admin_client(admin: str, data_dir: str) -> Any:
+    from surge.admin_token import AdminTokenError
+    from surge.supervisor.admin_client import AdminClient
+
+    try:
+        return AdminClient.for_cli(admin, data_dir)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--admin") from None
+    except AdminTokenError as exc:
+        click.echo(f"surge: {exc}", err=True)
+        sys.exit(2)
+
+
 @main.command()
-@click.option("--admin", "admin_url", default="http://127.0.0.1:8081", show_default=True)
+@_admin_options
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON state.")
 @click.option("--watch", is_flag=True, help="Refresh every second.")
-def status(admin_url: str, as_json: bool, watch: bool) -> None:
+def status(admin: str, data_dir: str, as_json: bool, watch: bool) -> None:
     """A table of every process, pool, target, queue and worker group."""
     from surge.supervisor.status import show_status
 
-    sys.exit(show_status(admin_url, as_json=as_json, watch=watch))
+    sys.exit(show_status(_admin_client(admin, data_dir), as_json=as_json, watch=watch))
+
+
+@main.command()
+@_admin_options
+def reload(admin: str, data_dir: str) -> None:
+    """Make a running surge up reread its config and apply it, showing each step.
+
+    Pools whose command or workers changed get new instances, which take traffic once
+    healthy, before the old ones drain and stop; exits 1 if the new config is invalid or
+    a new instance never turns healthy (that pool is then rolled back)."""
+    from surge.supervisor.reload_follow import run_reload
+
+    sys.exit(run_reload(_admin_client(admin, data_dir)))
 
 
 @main.command("check-config")

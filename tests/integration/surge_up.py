@@ -89,11 +89,27 @@ class SurgeUp:
                                         cwd=self.log_path.parent)
         return self
 
+    @property
+    def token(self) -> str:
+        """The admin token ``surge up`` made in its data directory at start."""
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    def admin_call(self, method: str, path: str, document: object | None = None,
+                   timeout: float = 5.0) -> tuple[int, Any]:
+        """A call on the admin API as the CLI makes it: the token, and JSON for a POST."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        body = None
+        if method == "POST":
+            headers["Content-Type"] = "application/json"
+            body = json.dumps(document if document is not None else {}).encode()
+        status, _, answer = http(method, f"{self.admin}{path}", body, timeout=timeout,
+                                 headers=headers)
+        return status, json.loads(answer)
+
     def state(self) -> dict[str, Any]:
-        status, _, body = http("GET", f"{self.admin}/v1/state", timeout=5)
-        assert status == 200, body
-        document: dict[str, Any] = json.loads(body)
-        return document
+        status, document = self.admin_call("GET", "/v1/state")
+        assert status == 200, document
+        return dict(document)
 
     def processes(self) -> dict[str, dict[str, Any]]:
         return {p["name"]: p for p in self.state()["processes"]}

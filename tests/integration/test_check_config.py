@@ -30,6 +30,11 @@ def check_config(tmp_path, text: str) -> subprocess.CompletedProcess[str]:
     ('[gateway]\nheader_timeout = "soon"\n' + GOOD_ROUTES, "gateway.header_timeout"),
     ("[gateway]\nprocesses = []\n" + GOOD_ROUTES, "gateway.processes"),
     (GOOD_ROUTES.replace('pool = "web"', 'pool = "wbe"'), "unknown pool 'wbe'"),
+    # The admin API has no TLS: off loopback its token would cross the network in clear.
+    ('[admin]\nlisten = "0.0.0.0:8081"\n' + GOOD_ROUTES,
+     "admin.listen: reachable from the network"),
+    ('[admin]\nlisten = "192.168.1.5:8081"\n' + GOOD_ROUTES,
+     "admin.allow_remote_without_tls = true"),
     # The unknown pool is named even when another key is wrong too.
     ('[gateway]\nlissten = 1\n' + GOOD_ROUTES.replace('pool = "web"', 'pool = "wbe"'),
      "routes[0].proxy.pool: unknown pool 'wbe'"),
@@ -54,3 +59,19 @@ def test_examples_pass(example):
     assert result.returncode == 0, result.stderr
     assert "configuration OK" in result.stdout
     assert "proxy → pool web" in result.stdout
+
+
+def test_remote_admin_only_when_the_risk_is_accepted(tmp_path):
+    result = check_config(tmp_path, '[admin]\nlisten = "0.0.0.0:8081"\n'
+                                    'allow_remote_without_tls = true\n' + GOOD_ROUTES)
+    assert result.returncode == 0, result.stderr
+
+
+def test_up_refuses_a_remote_admin_listen_too(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "surge.cli", "up", "--admin", "0.0.0.0:0",
+                             "--data-dir", str(tmp_path / "data")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "admin.listen: reachable from the network" in result.stderr
+    assert "'0.0.0.0:0'" in result.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything started

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from integration.examples_flow import check_pages, check_task
-from integration.surge_up import EXAMPLES, SurgeUp, http, wait_for
+from integration.surge_up import EXAMPLES, SurgeUp, wait_for
 
 
 @pytest.fixture
@@ -52,9 +52,9 @@ def check_worker_scaling(up: SurgeUp) -> None:
     queues = up.state()["queues"]
     assert isinstance(queues["images"]["ApproximateNumberOfMessages"], int), queues
     assert "images-dlq" in queues
-    status, _, body = http("POST", f"{up.admin}/v1/workers/images/scale", b'{"processes": 0.5}')
-    assert status == 400 and b"must be an integer" in body
-    status, _, _ = http("POST", f"{up.admin}/v1/workers/images/scale", b'{"processes": 2}')
+    status, answer = up.admin_call("POST", "/v1/workers/images/scale", {"processes": 0.5})
+    assert status == 400 and "must be an integer" in answer["error"]
+    status, _ = up.admin_call("POST", "/v1/workers/images/scale", {"processes": 2})
     assert status == 200
     wait_for("two worker processes", lambda: up.state()["workers"]["images"]["running"] == 2, 30)
     check_task(up)

@@ -1,5 +1,7 @@
 """SIGHUP planning: what applies live, what replaces processes, what needs a restart."""
 
+import pytest
+
 from surge.config.loader import load_settings
 from surge.supervisor.reload import plan_reload
 
@@ -38,13 +40,37 @@ def test_worker_settings_change_replaces_that_group():
 
 
 def test_unsafe_changes_are_kept_and_reported():
-    new = settings(**{"gateway.listen": "127.0.0.1:9999", "pools.web.workers": 8,
+    new = settings(**{"gateway.listen": "127.0.0.1:9999", "pools.web.targets": ["127.0.0.1:1"],
                       "queues.images.visibility_timeout": "60s"})
     old = settings()
     plan = plan_reload(old, new)
-    assert "gateway.listen" in plan.needs_restart
-    assert "queues" in plan.needs_restart
-    assert any(key.startswith("pools.web") for key in plan.needs_restart)
+    assert plan.needs_restart == ["queues", "gateway.listen", "pools.web.targets"]
     assert plan.applied.gateway.listen == old.gateway.listen
-    assert plan.applied.pools["web"].workers == old.pools["web"].workers
+    assert plan.applied.pools["web"].targets == []
     assert plan.applied.queues == old.queues
+
+
+@pytest.mark.parametrize("change", [
+    {"pools.web.workers": 8},
+    {"pools.web.command": "granian --interface asgi --port {port} --workers {workers} app:app"},
+    {"pools.web.env": {"APP_MODE": "new"}},
+])
+def test_launch_settings_refresh_the_pool(change):
+    plan = plan_reload(settings(), settings(**change))
+    assert plan.refresh_pools == ["web"]
+    assert plan.needs_restart == []
+    [(key, value)] = change.items()
+    assert getattr(plan.applied.pools["web"], key.rsplit(".", 1)[1]) == value
+
+
+def test_workers_also_reach_the_gateways_but_a_command_does_not():
+    # The gateways limit each target to `workers` requests at once.
+    assert plan_reload(settings(), settings(**{"pools.web.workers": 8})).restart_gateways
+    command = "granian --interface asgi --port {port} --workers {workers} app:app"
+    assert not plan_reload(settings(), settings(**{"pools.web.command": command})).restart_gateways
+
+
+def test_proxy_settings_of_a_pool_replace_the_gateways_only():
+    plan = plan_reload(settings(), settings(**{"pools.web.read_timeout": "5s"}))
+    assert plan.restart_gateways and plan.refresh_pools == [] and plan.needs_restart == []
+    assert plan.applied.pools["web"].read_timeout == 5.0

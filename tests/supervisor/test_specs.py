@@ -69,3 +69,20 @@ def test_status_matcher():
     assert status_matches(204, "200,204")
     assert status_matches(299, "200-299")
     assert not status_matches(301, "200-299")
+
+
+def test_gateways_get_the_admin_token_in_their_environment_only():
+    token = "secret-token-0123456789abcdef"
+    ctx = LaunchContext("/etc/surge.toml", "/d", HostPort("127.0.0.1", 1),
+                        "http://127.0.0.1:2", admin_token=token)
+    settings = load_settings()
+    gateway = gateway_spec(ctx, settings, 1)
+    assert token not in " ".join(gateway.argv)  # argv is visible to every user in ps
+    assert child_environment(gateway, {})["SURGE_ADMIN_TOKEN"] == token
+    assert token not in repr(ctx)
+    # An operator's own SURGE_ADMIN_TOKEN (for the CLI) reaches no app and no worker.
+    inherited = {"PATH": "/usr/bin", "SURGE_ADMIN_TOKEN": "operator-token-0123456789"}
+    for spec in (worker_spec(ctx, settings, "images", 1), queue_server_spec(ctx, settings),
+                 pool_instance_spec(settings, "web", settings.pools["web"], 1, 5123)):
+        assert "SURGE_ADMIN_TOKEN" not in child_environment(spec, inherited)
+    assert child_environment(gateway, inherited)["SURGE_ADMIN_TOKEN"] == token

@@ -50,9 +50,9 @@ def surge(tmp_path_factory):
 
 
 def targets(up: SurgeUp) -> list[dict]:
-    status, _, body = http("GET", f"{up.admin}/v1/targets")
+    status, document = up.admin_call("GET", "/v1/targets")
     assert status == 200
-    return json.loads(body)["pools"]["web"]
+    return document["pools"]["web"]
 
 
 def active_targets(up: SurgeUp) -> list[str]:
@@ -61,9 +61,7 @@ def active_targets(up: SurgeUp) -> list[str]:
 
 
 def post(up: SurgeUp, path: str, document: object | None = None) -> tuple[int, dict]:
-    body = json.dumps(document).encode() if document is not None else b""
-    status, _, answer = http("POST", f"{up.admin}{path}", body)
-    return status, json.loads(answer)
+    return up.admin_call("POST", path, document)
 
 
 def test_instance_registered_only_once_it_answers(surge):
@@ -143,12 +141,35 @@ def test_drain_endpoint_replaces_the_target(surge):
 
 
 def test_targets_long_poll(surge):
-    status, _, body = http("GET", f"{surge.admin}/v1/targets")
-    version = json.loads(body)["version"]
+    version = surge.admin_call("GET", "/v1/targets")[1]["version"]
     started = time.monotonic()
-    status, _, body = http("GET", f"{surge.admin}/v1/targets?wait=1&version={version}")
-    assert status == 200 and json.loads(body)["version"] == version
+    status, document = surge.admin_call("GET", f"/v1/targets?wait=1&version={version}")
+    assert status == 200 and document["version"] == version
     assert 0.9 <= time.monotonic() - started < 3
+
+
+def test_nobody_without_the_token_controls_or_reads_it(surge):
+    token_file = surge.data_dir / "admin.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    desired = surge.state()["pools"]["web"]["desired"]
+    scale = f"{surge.admin}/v1/pools/web/scale"
+    # No credentials: the change that stopped all task processing is refused.
+    for path in ("/v1/workers/nope/scale", "/v1/pools/web/scale"):
+        status, headers, _ = http("POST", f"{surge.admin}{path}", b'{"desired": 3}',
+                                  headers={"Content-Type": "application/json"})
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    for path in ("/v1/state", "/v1/targets", "/v1/reload"):
+        status, _, body = http("GET", f"{surge.admin}{path}")
+        assert status == 401 and b"pid" not in body
+    assert http("GET", scale, headers={"Authorization": "Bearer " + "x" * 43})[0] == 403
+    # With the token, but sent the way a web page's fetch or form could send it.
+    bearer = {"Authorization": f"Bearer {surge.token}"}
+    assert http("POST", scale, b'{"desired": 3}', headers={
+        **bearer, "Content-Type": "text/plain", "Origin": "https://evil.example"})[0] == 403
+    assert http("POST", scale, b'{"desired": 3}', headers={
+        **bearer, "Content-Type": "text/plain"})[0] == 415
+    assert surge.state()["pools"]["web"]["desired"] == desired
+    assert http("GET", f"{surge.admin}/v1/ping")[0] == 200
 
 
 def test_state_document(surge):
@@ -162,18 +183,30 @@ def test_state_document(surge):
 def test_status_command(surge):
     import subprocess
 
-    table = subprocess.run([sys.executable, "-m", "surge.cli", "status", "--admin", surge.admin],
-                           capture_output=True, text=True, timeout=30,
-                           env={**os.environ, "COLUMNS": "160"})
+    def status(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "surge.cli", "status", *args],
+                              capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "COLUMNS": "160", **(env or {})})
+
+    # HOST:PORT, as `surge up --admin` takes it; the token from the data directory.
+    table = status("--admin", f"127.0.0.1:{surge.admin_port}", "--data-dir",
+                   str(surge.data_dir))
     assert table.returncode == 0, table.stderr
     for expected in ("processes", "web-", "broken-1", "failed", "pools", "active"):
         assert expected in table.stdout
-    raw = subprocess.run([sys.executable, "-m", "surge.cli", "status", "--admin", surge.admin,
-                          "--json"], capture_output=True, text=True, timeout=30)
+    # A URL, and the token from SURGE_ADMIN_TOKEN (a remote admin API has no data dir here).
+    raw = status("--admin", surge.admin, "--json", "--data-dir", "/nonexistent",
+                 env={"SURGE_ADMIN_TOKEN": surge.token})
+    assert raw.returncode == 0, raw.stderr
     assert json.loads(raw.stdout)["pools"]["web"]["max"] == 3
-    down = subprocess.run([sys.executable, "-m", "surge.cli", "status", "--admin",
-                           "http://127.0.0.1:1"], capture_output=True, text=True, timeout=30)
-    assert down.returncode == 1 and "cannot read" in down.stderr
+    wrong = status("--admin", surge.admin, env={"SURGE_ADMIN_TOKEN": "w" * 43})
+    assert wrong.returncode == 1 and "refused the token (403" in wrong.stderr
+    no_token = status("--admin", surge.admin, "--data-dir", "/nonexistent")
+    assert no_token.returncode == 2 and "no admin token at /nonexistent/admin.token" in \
+        no_token.stderr
+    down = status("--admin", "127.0.0.1:1", "--data-dir", str(surge.data_dir))
+    assert down.returncode == 1 and "cannot reach the admin API at http://127.0.0.1:1" in \
+        down.stderr
 
 
 def test_sighup_applies_pool_size_and_reports_what_needs_restart(surge):

@@ -89,3 +89,32 @@ def test_gateway_priority_is_a_nice_value():
     assert "gateway.priority" in str(error.value) and "-30" in str(error.value)
     assert "-20" in str(error.value)
     assert validate_settings({"gateway": {"priority": -5}}).gateway.priority == -5
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:8081", "127.0.0.2:0", "localhost:8081",
+                                    "[::1]:8081"])
+def test_admin_on_loopback_is_fine(listen):
+    assert str(load_settings(None, {"admin.listen": listen}).admin.listen).endswith(
+        listen.rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8081", ":8081", "[::]:8081", "10.1.2.3:8081",
+                                    "admin.example.com:8081"])
+def test_admin_off_loopback_needs_the_risk_accepted(listen):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"admin.listen": listen})
+    [problem] = caught.value.problems
+    assert "admin.listen: reachable from the network" in problem
+    assert "admin.allow_remote_without_tls = true" in problem
+    allowed = load_settings(None, {"admin.listen": listen, "admin.allow_remote_without_tls": True})
+    assert allowed.admin.allow_remote_without_tls
+
+
+@pytest.mark.parametrize(("refresh", "expected"), [
+    ({"min_healthy_percentage": 101}, "min_healthy_percentage"),
+    ({"max_healthy_percentage": 99}, "max_healthy_percentage"),
+    ({"min_healthy_percentage": 0, "max_healthy_percentage": 150}, "by 100 at most"),
+])
+def test_instance_refresh_bounds(refresh, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(None, {"pools.web.instance_refresh": refresh})

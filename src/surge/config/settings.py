@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from surge.config.types import ByteSize, Duration, HostPort, ListenAddress, StrictModel
+from surge.config.types import (
+    ByteSize,
+    Duration,
+    HostPort,
+    ListenAddress,
+    StrictModel,
+    is_loopback,
+)
 
 
 class AccessLogSettings(StrictModel):
@@ -124,6 +131,25 @@ class WorkerScalingSettings(ScalingSettings):
         return ("cpu", "backlog_per_worker")
 
 
+class InstanceRefreshSettings(StrictModel):
+    """How ``surge reload`` replaces a pool's instances when their launch settings change
+    (an Auto Scaling group's instance refresh). Percentages of the desired size: at least
+    ``min_healthy_percentage`` stays healthy, at most ``max_healthy_percentage`` is in
+    service or starting. The defaults launch one new instance, wait until it is healthy,
+    drain one old one, and so on: no capacity lost, little added."""
+
+    min_healthy_percentage: int = Field(100, ge=0, le=100)
+    max_healthy_percentage: int = Field(110, ge=100, le=200)
+
+    @model_validator(mode="after")
+    def _room_to_move(self) -> InstanceRefreshSettings:
+        if self.max_healthy_percentage - self.min_healthy_percentage > 100:
+            raise ValueError(f"max_healthy_percentage may exceed min_healthy_percentage by "
+                             f"100 at most, got min {self.min_healthy_percentage} and max "
+                             f"{self.max_healthy_percentage}")
+        return self
+
+
 class PoolSettings(StrictModel):
     """App server instances: any HTTP server started from ``command``."""
 
@@ -146,6 +172,7 @@ class PoolSettings(StrictModel):
     health_check: HealthCheckSettings = HealthCheckSettings()
     targets: list[str] = []  # fixed HOST:PORT targets (no command started): external servers
     scaling: PoolScalingSettings | None = None  # None: the pool keeps the size it is given
+    instance_refresh: InstanceRefreshSettings = InstanceRefreshSettings()
 
     @model_validator(mode="after")
     def _command_has_port(self) -> PoolSettings:
@@ -292,7 +319,23 @@ class ResultBackendSettings(StrictModel):
 
 
 class AdminSettings(StrictModel):
+    # Declared before ``listen`` so the check of ``listen`` can see it.
+    # The admin API speaks plain HTTP: its bearer token would cross the network in clear
+    # text. Off loopback it must sit behind a TLS terminator (or an SSH tunnel), and saying
+    # so takes this key, whose name says the risk.
+    allow_remote_without_tls: bool = False
     listen: ListenAddress = HostPort("127.0.0.1", 8081)
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback_unless_allowed(cls, listen: HostPort, info: ValidationInfo) -> HostPort:
+        if not is_loopback(listen.host) and not info.data.get("allow_remote_without_tls"):
+            raise ValueError(
+                "reachable from the network, and the admin API has no TLS: its token would "
+                "cross the network in clear text. Listen on 127.0.0.1 (behind a TLS proxy or "
+                "an SSH tunnel), or set admin.allow_remote_without_tls = true to accept that "
+                "risk")
+        return listen
 
 
 class SupervisorSettings(StrictModel):

@@ -6,6 +6,7 @@ Each parses the human form used in ``surge.toml`` ("30s", "5m", "30d"; "8k", "1m
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, NamedTuple
 
@@ -67,6 +68,17 @@ def parse_host_port(value: Any) -> HostPort:
         if port_text.isdigit() and 0 <= int(port_text) <= 65535:
             return HostPort(host.strip("[]") or "0.0.0.0", int(port_text))
     raise ValueError(f"expected HOST:PORT like '127.0.0.1:8080' (port 0-65535), got {value!r}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach: 127.0.0.0/8, ::1, ``localhost``.
+    Any other name may resolve to an address others reach, so it is not loopback."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]

@@ -15,7 +15,7 @@ import socket
 import time
 from typing import Any
 
-from surge.config.settings import Settings
+from surge.config.settings import PoolSettings, Settings
 from surge.supervisor.admin import NotFound
 from surge.supervisor.autoscaler import Autoscaler
 from surge.supervisor.children import Child, ProcessOptions
@@ -30,6 +30,8 @@ from surge.supervisor.policy import (
     reconcile,
 )
 from surge.supervisor.queues import QueueBootstrap
+from surge.supervisor.refresh import InstanceStatus
+from surge.supervisor.reload import Reloader
 from surge.supervisor.specs import (
     ChildSpec,
     LaunchContext,
@@ -60,7 +62,11 @@ class Supervisor:
         self._signals: asyncio.Queue[int] = asyncio.Queue()
         self._stopping = False
         self._stopped = asyncio.Event()
-        self._reload_lock = asyncio.Lock()
+        self.reloader = Reloader(self)
+        self._held: set[GroupKey] = set()  # an instance refresh moves these, not _reconcile
+        # The settings each pool instance was launched with, kept for its restarts: an old
+        # instance that crashes during a refresh comes back as it was.
+        self._launched_with: dict[str, PoolSettings] = {}
         self._exit_code = 0
         self._background: set[asyncio.Task[Any]] = set()
         self.queues = QueueBootstrap(settings, ctx.queue_listen, log)
@@ -121,15 +127,7 @@ class Supervisor:
         self._stopped.set()
 
     def handle_sighup(self) -> None:
-        from surge.supervisor.reload import reload_config
-
-        self._spawn(self._reload_once(reload_config))
-
-    async def _reload_once(self, reload: Any) -> None:
-        # A second SIGHUP during a reload waits for it: two rolling replacements of the same
-        # group at once could stop a successor before it serves.
-        async with self._reload_lock:
-            await reload(self)
+        self._spawn(self.reloader.run(self.reloader.request("SIGHUP", refuse_if_busy=False)))
 
     def _tick(self, now: float) -> None:
         for pool, address in self.targets.expire_drained(now):
@@ -207,29 +205,35 @@ class Supervisor:
     # -- groups ----------------------------------------------------------------------------
 
     def _reconcile(self, key: GroupKey) -> None:
+        if key in self._held:
+            return
         kind, group = key
         members = [c for c in self.children.values() if c.kind == kind and c.group == group]
         views = [InstanceView(c.name, c.index, serving=c.state == ChildState.RUNNING,
                               leaving=c.retiring) for c in members]
         plan = reconcile(self.desired[key], views)
-        used = {c.index for c in members}
         for _ in range(plan.start):
-            index = next(i for i in range(1, len(used) + 2) if i not in used)
-            used.add(index)
-            self._launch(kind, group, index)
+            self._launch(kind, group)
         for name in plan.retire:
             self._retire(self.children[name])
 
-    def _launch(self, kind: Kind, group: str, index: int) -> None:
+    def _launch(self, kind: Kind, group: str, pool: PoolSettings | None = None) -> Child:
+        """Start the next child of a group (the lowest free index); a pool instance with
+        ``pool`` settings, or the pool's current ones."""
+        used = {c.index for c in self.children.values() if c.kind == kind and c.group == group}
+        index = next(i for i in range(1, len(used) + 2) if i not in used)
         name = {Kind.QUEUE: "queue", Kind.GATEWAY: f"gateway-{index}",
                 Kind.WORKER: f"worker-{group}-{index}", Kind.POOL: f"{group}-{index}"}[kind]
         start_timeout = 30.0
         if kind == Kind.POOL:
-            start_timeout = self.settings.pools[group].start_timeout
+            pool = pool or self.settings.pools[group]
+            self._launched_with[name] = pool
+            start_timeout = pool.start_timeout
         child = Child(kind, group, index, name, self.settings.supervisor,
                       ProcessOptions(self._user, self._group, start_timeout), self, self.log)
         self.children[name] = child
         child.launch()
+        return child
 
     def _retire(self, child: Child) -> None:
         """Take a child out of service: a serving pool instance drains first."""
@@ -265,6 +269,7 @@ class Supervisor:
         await child.stop(timeout)
         if self.children.get(child.name) is child:
             del self.children[child.name]
+            self._launched_with.pop(child.name, None)
         self.log.event("child_stopped", child=child.name)
 
     def _stop_timeout(self, kind: Kind, group: str) -> float:
@@ -295,7 +300,7 @@ class Supervisor:
             return gateway_spec(self.ctx, self.settings, child.index)
         if child.kind == Kind.WORKER:
             return worker_spec(self.ctx, self.settings, child.group, child.index)
-        pool = self.settings.pools[child.group]
+        pool = self._launched_with.get(child.name) or self.settings.pools[child.group]
         port = pool.base_port + child.index - 1 if pool.base_port else free_port(pool.host)
         return pool_instance_spec(self.settings, child.group, pool, child.index, port)
 
@@ -384,6 +389,53 @@ class Supervisor:
         from surge.supervisor.report import build_state
 
         return await build_state(self)
+
+    def start_reload(self) -> dict[str, Any]:
+        report = self.reloader.request("api", refuse_if_busy=True)
+        self._spawn(self.reloader.run(report))
+        return report.to_json()
+
+    def reload_report(self, reload_id: int | None = None) -> dict[str, Any]:
+        return self.reloader.report(reload_id).to_json()
+
+    # -- ReloadHost: what a reload reads and asks for ---------------------------------------
+
+    @property
+    def config_path(self) -> str | None:
+        return self.ctx.config_path
+
+    def apply_settings(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- PoolFleet: what an instance refresh reads and asks for -----------------------------
+
+    def pool_instances(self, pool: str) -> list[InstanceStatus]:
+        return [InstanceStatus(
+            name=c.name,
+            settings=self._launched_with.get(c.name) or self.settings.pools[pool],
+            serving=c.state == ChildState.RUNNING and c.spec is not None
+            and self.targets.state_of(pool, c.spec.address or "") == "active",
+            leaving=c.retiring,
+            exited=c.restarts > 0 or c.state in (ChildState.BACKOFF, ChildState.FAILED),
+            last_exit_code=c.last_exit_code,
+        ) for c in self.children.values() if c.kind == Kind.POOL and c.group == pool]
+
+    def desired_instances(self, pool: str) -> int:
+        return self.desired.get((Kind.POOL, pool), 0)
+
+    def launch_instance(self, pool: str, settings: PoolSettings) -> str:
+        return self._launch(Kind.POOL, pool, settings).name
+
+    def retire_instance(self, name: str) -> None:
+        child = self.children.get(name)
+        if child is not None and not child.retiring:
+            self._retire(child)
+
+    def hold_pool(self, pool: str, held: bool) -> None:
+        if held:
+            self._held.add((Kind.POOL, pool))
+        else:
+            self._held.discard((Kind.POOL, pool))
 
     # -- shutdown --------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from surge.admin_token import ADMIN_TOKEN_ENV
 from surge.config.settings import PoolSettings, Settings
 from surge.config.types import HostPort
 from surge.liveness import HEARTBEAT_FILE_ENV
@@ -66,6 +67,7 @@ class LaunchContext:
     queue_listen: HostPort  # resolved (never port 0)
     admin_url: str  # "http://127.0.0.1:PORT"
     python: str = sys.executable
+    admin_token: str = field(default="", repr=False)  # handed to the gateways, in env only
 
     def surge(self, command: str, *flags: str) -> tuple[str, ...]:
         """``python -m surge.cli COMMAND [-c CONFIG] FLAGS``; COMMAND may be two words."""
@@ -112,7 +114,10 @@ def gateway_spec(ctx: LaunchContext, settings: Settings, index: int) -> ChildSpe
     return ChildSpec(
         name=name, kind=Kind.GATEWAY, group="gateway", index=index, argv=argv,
         cwd=settings.config_dir,
-        env={HEARTBEAT_FILE_ENV: heartbeat_path(ctx.data_dir, name)},
+        # The targets feed needs the admin token: in the environment, not in argv, which
+        # every user of the machine can read in `ps`.
+        env={HEARTBEAT_FILE_ENV: heartbeat_path(ctx.data_dir, name),
+             ADMIN_TOKEN_ENV: ctx.admin_token},
         probe=HeartbeatProbe(heartbeat_path(ctx.data_dir, name)),
         ready_event="listening",
     )
@@ -155,6 +160,9 @@ def child_environment(spec: ChildSpec, base: dict[str, str] | None = None) -> di
         env["PATH"] = os.pathsep.join(p for p in (bin_dir, path) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env["SURGE_PROCESS_NAME"] = spec.name
+    # An operator's SURGE_ADMIN_TOKEN (for the CLI) reaches no app or worker; a gateway
+    # gets the token through its spec.
+    env.pop(ADMIN_TOKEN_ENV, None)
     env.update(spec.env)
     return env
 

@@ -5,26 +5,19 @@ change, restarts) come from two reads.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-READ_TIMEOUT = 5.0
+from surge.supervisor.admin_client import AdminCallError, AdminClient
+
 RATE_INTERVAL = 1.0  # seconds between the two reads a one-shot status takes
-
-
-def fetch_state(admin_url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{admin_url.rstrip('/')}/v1/state",
-                                timeout=READ_TIMEOUT) as response:
-        document: dict[str, Any] = json.loads(response.read())
-    return document
 
 
 def compute_rates(previous: dict[str, Any] | None, current: dict[str, Any]) -> dict[str, Any]:
@@ -140,42 +133,49 @@ def render_activity(state: dict[str, Any], limit: int = 10) -> Table:
     return table
 
 
-def show_status(admin_url: str, *, as_json: bool, watch: bool) -> int:
+def show_status(client: AdminClient, *, as_json: bool, watch: bool) -> int:
+    try:
+        return asyncio.run(_show_status(client, as_json=as_json, watch=watch))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _show_status(client: AdminClient, *, as_json: bool, watch: bool) -> int:
     console = Console()
     try:
         if as_json and not watch:
-            print(json.dumps(fetch_state(admin_url), indent=2))
+            print(json.dumps(await client.get("/v1/state"), indent=2))
             return 0
-        previous = fetch_state(admin_url)
+        previous = await client.get("/v1/state")
         if not watch:
-            time.sleep(RATE_INTERVAL)
-            current = fetch_state(admin_url)
+            await asyncio.sleep(RATE_INTERVAL)
+            current = await client.get("/v1/state")
             console.print(render(current, compute_rates(previous, current)))
             return 0
         if as_json:
             while True:
                 print(json.dumps(previous), flush=True)
-                time.sleep(RATE_INTERVAL)
-                previous = fetch_state(admin_url)
+                await asyncio.sleep(RATE_INTERVAL)
+                previous = await client.get("/v1/state")
         if not console.is_terminal:  # piped: a fresh table per refresh, nothing redrawn
             while True:
-                time.sleep(RATE_INTERVAL)
-                current = fetch_state(admin_url)
+                await asyncio.sleep(RATE_INTERVAL)
+                current = await client.get("/v1/state")
                 console.print(render(current, compute_rates(previous, current)))
                 previous = current
         with Live(render(previous, {}), console=console, refresh_per_second=2) as live:
             while True:
-                time.sleep(RATE_INTERVAL)
-                current = fetch_state(admin_url)
+                await asyncio.sleep(RATE_INTERVAL)
+                current = await client.get("/v1/state")
                 live.update(render(current, compute_rates(previous, current)))
                 previous = current
     except BrokenPipeError:  # `surge status --watch | head`: the reader is done
         return 0
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"surge status: cannot read {admin_url}/v1/state: {exc}", file=sys.stderr)
+    except AdminCallError as exc:
+        print(f"surge status: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 0
+    finally:
+        await client.close()
 
 
 def _state_style(state: str) -> str:

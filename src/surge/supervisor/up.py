@@ -8,6 +8,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from surge.admin_token import AdminTokenError, ensure_token
 from surge.config.settings import Settings
 from surge.config.types import HostPort
 from surge.httpkit.server import (
@@ -46,6 +47,12 @@ async def _serve(settings: Settings, config_path: str | None, log: LogSink,
         "queue_backend": settings.queue_backend.model_copy(update={"listen": queue_listen}),
     })
 
+    try:
+        token = ensure_token(data_dir)
+    except AdminTokenError as exc:
+        log.event("start_failed", level="error", message=str(exc))
+        return 2
+
     # The admin API opens first: gateways are told its address when they start.
     api: list[AdminApi] = []
 
@@ -65,9 +72,10 @@ async def _serve(settings: Settings, config_path: str | None, log: LogSink,
         data_dir=data_dir,
         queue_listen=queue_listen,
         admin_url=f"http://{connectable(HostPort(admin.host, admin_port))}",
+        admin_token=token,
     )
     supervisor = Supervisor(settings, ctx, log, user=user, group=group)
-    api.append(AdminApi(supervisor))
+    api.append(AdminApi(supervisor, token))
     log.event("starting", admin=ctx.admin_url, config=ctx.config_path or "<embedded default>",
               pid=os.getpid())
     try:

@@ -1,16 +1,19 @@
 """Follows the supervisor's list of targets: ``GET {admin}/v1/targets?wait=30&version=V``
 answers when the list differs from version V (a long poll), with
-``{"version": int, "pools": {"web": [{"address": "HOST:PORT", "state": "active"}]}}``."""
+``{"version": int, "pools": {"web": [{"address": "HOST:PORT", "state": "active"}]}}``.
+The admin API wants its token: ``surge up`` hands it to each gateway in ``SURGE_ADMIN_TOKEN``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import orjson
 
+from surge.admin_token import ADMIN_TOKEN_ENV, bearer_header
 from surge.gateway.proxy.errors import ProxyError
 from surge.gateway.proxy.upstream import fetch
 
@@ -35,7 +38,7 @@ def parse_targets(document: bytes) -> tuple[int, Entries]:
 
 class TargetsFeed:
     def __init__(self, admin_url: str, apply: Callable[[Entries], None],
-                 *, wait: int = LONG_POLL_WAIT) -> None:
+                 *, wait: int = LONG_POLL_WAIT, token: str | None = None) -> None:
         parts = urlsplit(admin_url if "//" in admin_url else f"http://{admin_url}")
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"--targets-from must be an http://HOST:PORT URL, got {admin_url!r}")
@@ -44,6 +47,8 @@ class TargetsFeed:
         self.base_path = parts.path.rstrip("/")
         self.apply = apply
         self.wait = wait
+        token = token if token is not None else os.environ.get(ADMIN_TOKEN_ENV)
+        self._headers = (bearer_header(token),) if token else ()
         self.version: int | None = None
         self.first_answer = asyncio.Event()
 
@@ -51,7 +56,7 @@ class TargetsFeed:
         # The first request asks for the list as it is now; later ones wait for a change.
         query = "wait=0" if self.version is None else f"wait={self.wait}&version={self.version}"
         status, body = await fetch(self.host, self.port, f"{self.base_path}/v1/targets?{query}",
-                                   timeout=self.wait + 10)
+                                   timeout=self.wait + 10, headers=self._headers)
         if status != 200:
             raise ProxyError(f"targets feed answered {status}")
         version, pools = parse_targets(body)

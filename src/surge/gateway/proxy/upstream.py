@@ -389,16 +389,19 @@ class ConnectionPool:
 
 
 async def fetch(
-    host: str, port: int, path: str, *, timeout: float, host_header: str | None = None
+    host: str, port: int, path: str, *, timeout: float, host_header: str | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> tuple[int, bytes]:
     """One GET on a fresh connection (health checks, the targets feed): status and body."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     async with asyncio.timeout(timeout):
         connection = await open_connection(host, port, timeout)
         try:
             response = connection.begin(skip_body=False)
             connection.write(
                 f"GET {path} HTTP/1.1\r\nHost: {host_header or f'{host}:{port}'}\r\n"
-                "User-Agent: surge-gateway\r\nConnection: close\r\n\r\n".encode("latin-1")
+                f"User-Agent: surge-gateway\r\n{extra}Connection: close\r\n\r\n"
+                .encode("latin-1")
             )
             await response.read_head(timeout)
             pieces = []
