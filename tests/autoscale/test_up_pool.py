@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from integration.surge_up import SurgeUp, http, wait_for, write_config
+from integration.surge_up import RequestLoop, SurgeUp, http, wait_for, write_config
 
 POOL_CONFIG = """
 data_dir = "data"
@@ -81,47 +81,13 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 '''
 
 
-class Load:
-    """Client threads asking for /work, each pausing ``pause`` between requests."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.pause = 0.0
-        self.errors: list[object] = []
-        self.answered = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._ask) for _ in range(3)]
-
-    def _ask(self) -> None:
-        while not self._stop.is_set():
-            try:
-                status, _, _ = http("GET", f"{self.url}/work", timeout=10)
-                if status == 200:
-                    self.answered += 1
-                else:
-                    self.errors.append(status)
-            except OSError as exc:
-                self.errors.append(repr(exc))
-            time.sleep(self.pause)
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-
 def test_cpu_load_grows_the_pool_and_light_load_shrinks_it_without_errors(tmp_path):
     config = pool_config(tmp_path, CPU_SCALING, access_log=False, max_instances=2, drain="2s")
     up = SurgeUp(tmp_path, config).start()
     try:
         up.wait_until_up(timeout=30)
         assert pool(up)["desired"] == 1
-        with Load(up.gateway) as load:
+        with RequestLoop(up.gateway_port, "/work", clients=3) as load:
             started = time.monotonic()
             wait_for("scale-out to 2 instances", lambda: pool(up)["desired"] == 2, 25)
             grown_after = time.monotonic() - started
@@ -136,7 +102,7 @@ def test_cpu_load_grows_the_pool_and_light_load_shrinks_it_without_errors(tmp_pa
             wait_for("the surplus instance drained and stopped",
                      lambda: len(pool(up)["targets"]) == 1 and len(instances(up)) == 1, 15)
             time.sleep(1)  # traffic keeps flowing to the one left
-        assert load.errors == []
+        assert load.errors == [] and set(load.statuses) == {200}
         assert load.answered > 0
         last = up.state()["scaling_activity"][0]
         assert (last["direction"], last["policy"], last["to_desired"]) == ("in", "cpu", 1)
@@ -166,10 +132,10 @@ def test_requests_per_target_from_the_access_log_grows_the_pool(tmp_path):
     up = SurgeUp(tmp_path, config).start()
     try:
         up.wait_until_up(timeout=30)
-        with Load(up.gateway) as load:
+        with RequestLoop(up.gateway_port, "/work", clients=3) as load:
             load.pause = 0.05  # ~40 requests a second: far over 300 a minute (5 a second)
             wait_for("scale-out to 3 instances", lambda: pool(up)["desired"] == 3, 20)
-        assert load.errors == []
+        assert load.errors == [] and set(load.statuses) == {200}
         out = up.state()["scaling_activity"][-1]
         assert (out["policy"], out["from_desired"], out["to_desired"]) == \
             ("requests_per_target", 1, 3)

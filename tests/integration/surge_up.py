@@ -9,10 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +184,53 @@ class SurgeUp:
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+class RequestLoop:
+    """Client threads that GET ``path`` over keep-alive connections, back to back (or
+    ``pause`` seconds apart) until stopped: the load a test holds on a gateway while it
+    changes something. Every answer is counted by status; every error (no answer) is kept,
+    with the time it happened."""
+
+    def __init__(self, port: int, path: str = "/", *, clients: int = 4) -> None:
+        self.port = port
+        self.path = path
+        self.pause = 0.0
+        self.statuses: Counter[int] = Counter()
+        self.errors: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._client, daemon=True)
+                         for _ in range(clients)]
+
+    def __enter__(self) -> RequestLoop:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    @property
+    def answered(self) -> int:
+        return sum(self.statuses.values())
+
+    def _client(self) -> None:
+        connection = HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self._stop.is_set():
+            try:
+                connection.request("GET", self.path)
+                response = connection.getresponse()
+                response.read()
+                with self._lock:
+                    self.statuses[response.status] += 1
+            except (OSError, HTTPException) as exc:
+                with self._lock:
+                    self.errors.append((round(time.time(), 3), repr(exc)))
+                connection.close()
+                connection = HTTPConnection("127.0.0.1", self.port, timeout=10)
+            if self.pause:
+                time.sleep(self.pause)
+        connection.close()

@@ -277,9 +277,10 @@ class _Reload:
 
     async def _refresh(self, name: str, before: PoolSettings, after: PoolSettings) -> None:
         host = self._host
-        self._step(f"pool {name}: new launch settings; replacing its instances "
-                   f"(healthy {after.instance_refresh.min_healthy_percentage}..."
-                   f"{after.instance_refresh.max_healthy_percentage} % of desired)")
+        refresh = after.instance_refresh
+        self._step(f"pool {name}: new launch settings; replacing its instances, keeping "
+                   f"{refresh.min_healthy_percentage} % of the desired size healthy and at "
+                   f"most {refresh.max_healthy_percentage} % in service")
         outcome = await refresh_pool(host, name, after, self._step)
         if outcome.ok:
             self._step(outcome.message)
