@@ -206,6 +206,8 @@ def test_json_content_type_with_parameters_is_json():
     {"origin": "https://evil.example"},
     {"origin": "http://127.0.0.1:9999"},  # another port is another origin
     {"origin": "null"},  # sandboxed frames and file:// pages
+    {"origin": "http://["},  # no origin at all: refused, not a 500
+    {"origin": "http://127.0.0.1:8081", "host": "evil.example:8081"},
     {"origin": "http://127.0.0.1:8081", "sec-fetch-site": "cross-site"},
     {"sec-fetch-site": "same-site"},
 ])

@@ -213,8 +213,12 @@ def _cross_site_reason(headers: dict[str, str]) -> str | None:
     origin = headers.get("origin")
     if origin is None:
         return None
-    parts = urlsplit(origin)
     host = headers.get("host", "")
-    if parts.scheme in ("http", "https") and parts.netloc and parts.netloc.lower() == host.lower():
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # "http://[": not an origin at all
+        parts = None
+    if parts is not None and parts.scheme in ("http", "https") and parts.netloc \
+            and parts.netloc.lower() == host.lower():
         return None
     return f"cross-origin request refused: Origin {origin!r} is not this API ({host!r})"
