@@ -157,6 +157,17 @@ def test_router_404_and_405() -> None:
     assert isinstance(not_allowed, MethodNotAllowedHandler) and not_allowed.allow == b"POST"
 
 
+def test_trace_only_where_a_route_names_it() -> None:
+    echo, rest = Marker("echo"), Marker("rest")
+    router = Router([RouteEntry("/echo", frozenset({"TRACE"}), echo),
+                     RouteEntry("/", frozenset(), rest)])
+    assert router.match("TRACE", "/echo") is echo
+    assert router.match("PROPFIND", "/x") is rest  # any other method still passes
+    refused = router.match("TRACE", "/x")  # "any method" is not TRACE (cross-site tracing)
+    assert isinstance(refused, MethodNotAllowedHandler)
+    assert refused.allow == b"DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+
+
 def test_exact_route_and_head_follows_get() -> None:
     health = Marker("health")
     router = Router([RouteEntry("/health", frozenset({"GET"}), health, exact=True)])

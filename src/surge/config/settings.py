@@ -206,7 +206,7 @@ class RouteSettings(StrictModel):
     """First match wins, by method and path prefix. Exactly one of proxy/enqueue/static."""
 
     prefix: str = "/"
-    methods: list[str] = []  # empty: any method
+    methods: list[str] = []  # empty: any method but TRACE (name it here to allow it)
     proxy: ProxyRoute | None = None
     enqueue: EnqueueRoute | None = None
     static: StaticRoute | None = None

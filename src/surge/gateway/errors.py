@@ -53,6 +53,20 @@ class HeadersTooLarge(GatewayHttpError):
     close_connection = True
 
 
+class VersionNotSupported(GatewayHttpError):
+    """The request line names an HTTP version other than 1.0 and 1.1."""
+
+    http_status = 505
+    close_connection = True
+
+
+class MethodNotImplemented(GatewayHttpError):
+    """A method the gateway cannot serve on any route (CONNECT: it opens no tunnels)."""
+
+    http_status = 501
+    close_connection = True
+
+
 class ServiceUnavailable(GatewayHttpError):
     """The gateway cannot take this request now; try again after ``retry_after`` seconds."""
 

@@ -7,8 +7,13 @@ without reading holds bounded memory. Deadlines are a field per connection check
 server's periodic sweep (``ConnectionHost.sweep``), not a timer per request.
 
 Refused requests (bad framing → 400, head too large → 431, body too large → 413, slow
-client → 408) become an exchange answered with the error in its turn, after which the
-connection closes; they never reach a handler.
+client → 408, HTTP version other than 1.0/1.1 → 505, CONNECT → 501) become an exchange
+answered with the error in its turn, after which the connection closes; they never reach a
+handler. Each request gets exactly one response, and its handler sees the request the
+client sent: an absolute-form target is rewritten to origin-form with Host taken from it
+(RFC 9112 §3.2.2), trailer fields are dropped (and counted), never merged into the head,
+and an Upgrade, which the gateway does not support, is ignored as nginx does: the request
+goes on with its whole body (``_AfterUpgrade``).
 
 ``/health`` without an access log is answered inside the parser callbacks, with no objects;
 a chunk that repeats, at a message boundary, the exact bytes of such a request (remembered
@@ -27,6 +32,7 @@ from typing import Protocol, cast
 from urllib.parse import unquote
 
 import httptools
+from httptools.parser.url_parser import URL
 
 from surge.gateway.errors import (
     BadRequest,
@@ -34,12 +40,19 @@ from surge.gateway.errors import (
     ClientDisconnected,
     GatewayHttpError,
     HeadersTooLarge,
+    MethodNotImplemented,
     RequestTimeout,
     ServiceUnavailable,
+    VersionNotSupported,
 )
 from surge.gateway.exchange import Request, RouteHandler
 from surge.gateway.http.body import StreamingBody
-from surge.gateway.http.framing import decide_framing, header_problem, parser_refuses_bad_headers
+from surge.gateway.http.framing import (
+    Framing,
+    decide_framing,
+    header_problem,
+    parser_refuses_bad_headers,
+)
 from surge.gateway.http.limits import Limits
 from surge.gateway.http.responses import CONTINUE_100, reason_phrase, simple_response
 from surge.gateway.http.state import Event, Expiry, ReadState, expiry_for, next_state
@@ -64,6 +77,7 @@ class ConnectionHost(Protocol):
     date_header: bytes
     health_fast_path: bool
     server_port: int
+    trailer_fields_dropped: int  # fields after a chunked body, never forwarded
 
     def route(self, method: str, path: str) -> RouteHandler: ...
 
@@ -206,16 +220,15 @@ class HttpConnection(asyncio.Protocol):
                 transport.write(reply)
                 self.deadline = time.monotonic() + self.limits.keepalive_timeout
                 return
-        was_head = state is ReadState.HEAD
         self._completed_in_feed = 0
         self._replayable = None
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._refuse(BadRequest("protocol upgrades are not supported"))
-            return
+        except httptools.HttpParserUpgrade as upgrade:
+            if not self._feed_after_upgrade(data[upgrade.args[0]:]):
+                return
         except httptools.HttpParserError as exc:
-            self._refuse(self._error or BadRequest(f"malformed request: {exc}"))
+            self._refuse(self._error or _parser_error(exc))
             return
         if self._error is not None:
             self._refuse(self._error)
@@ -223,13 +236,33 @@ class HttpConnection(asyncio.Protocol):
         if at_boundary and self._replayable is not None and self._completed_in_feed == 1 \
                 and self.state is ReadState.IDLE and self.keep_alive:
             self.host.remember_health(data, self._replayable)
-        if self.state is ReadState.HEAD and (was_head or not self._completed_in_feed):
+        if self.state is ReadState.HEAD and not self._completed_in_feed:
             # httptools holds partial header lines itself, out of our callbacks' sight:
-            # bound the raw bytes of a head still incomplete. (When a request completed in
-            # this chunk, where the next head began is unknown; the callbacks count it.)
+            # bound the raw bytes of a head still incomplete. A chunk in which a request
+            # completed is not counted: where the next head began in it is unknown, and the
+            # limit is one head's, never that of a read holding several. Its part of the
+            # head escapes this count (at most one read), not the callbacks' once its lines
+            # are complete.
             self._head_raw += len(data)
             if self._head_raw > self.limits.max_header_size:
                 self._refuse(HeadersTooLarge())
+
+    def _feed_after_upgrade(self, rest: bytes) -> bool:
+        """llhttp stops after the head of a request asking for an Upgrade, as if the bytes
+        after it were another protocol (it has called on_message_complete already, and
+        resumed at a message boundary). The gateway ignores the Upgrade: ``rest`` is more
+        HTTP/1.1, fed to ``self.parser`` — the same parser, or the one ``_dispatch_head``
+        put in place to read the request's body. False when the connection was refused."""
+        while self.state is not ReadState.DONE:
+            try:
+                self.parser.feed_data(rest)
+                return True
+            except httptools.HttpParserUpgrade as upgrade:
+                rest = rest[upgrade.args[0]:]
+            except httptools.HttpParserError as exc:
+                self._refuse(self._error or _parser_error(exc))
+                return False
+        return True
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -264,13 +297,14 @@ class HttpConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
         if self._head_size > self.limits.max_header_size:
+            # Raised here, not at on_headers_complete: trailer fields have none after them.
             self._error = HeadersTooLarge()
-            return
+            raise self._error
         if CHECK_HEADERS:
             problem = header_problem(name, value)
             if problem is not None:
                 self._error = problem
-                return
+                raise problem
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
@@ -288,8 +322,11 @@ class HttpConnection(asyncio.Protocol):
         parser = self.parser
         raw_method = parser.get_method()
         http_version = parser.get_http_version()
+        if http_version != "1.1" and http_version != "1.0":
+            raise VersionNotSupported(f"HTTP/{http_version} is not supported")
         keep_alive = parser.should_keep_alive()
-        framing = decide_framing(http_version, self._headers, self.limits.max_body_size)
+        headers = self._headers
+        framing = decide_framing(http_version, headers, self.limits.max_body_size)
         url = self._url
         if url == HEALTH_PATH and self.host.health_fast_path and not framing.has_body \
                 and (raw_method == b"GET" or raw_method == b"HEAD") \
@@ -297,7 +334,7 @@ class HttpConnection(asyncio.Protocol):
             # The benchmark path: no objects, answered whole at message complete.
             self._fast_health = (keep_alive and self.keep_alive, raw_method == b"HEAD")
             return
-        method = _METHODS.get(raw_method) or raw_method.decode("ascii", "replace")
+        method = _METHODS.get(raw_method) or _other_method(raw_method)
         if _PLAIN_PATH(url) is not None:
             # A plain path, whose characters llhttp has checked: nothing to split or decode.
             path = target = url.decode("latin-1")
@@ -309,22 +346,35 @@ class HttpConnection(asyncio.Protocol):
                 raise BadRequest(f"invalid request target {url[:100]!r}") from None
             path = unquote(parsed.path.decode("latin-1")) if parsed.path else "/"
             query = parsed.query.decode("latin-1") if parsed.query else ""
-            target = url.decode("latin-1")
+            if parsed.schema is None:
+                target = url.decode("latin-1")
+            else:
+                target, headers = _origin_form(url, parsed, headers)
             if "\x00" in path:
                 raise BadRequest("NUL in the request path")
+        upgrading = False
         if framing.has_body:
             body = StreamingBody(framing.content_length, self, framing.expect_continue)
+            if framing.chunked:
+                # Fields after the last chunk come through on_header like the head's.
+                self._headers = _TrailerFields(self.host)
+                self._head_size = 0
+            upgrading = parser.should_upgrade()
         else:
             body = StreamingBody.empty()
         response = ResponseStream(self, http_version == "1.1", method == "HEAD",
                                   keep_alive and self.keep_alive, body, self.host.logs(path))
         # Positional (in field order): a keyword call costs twice as much, every request.
-        request = Request(method, target, path, query, http_version, self._headers, body,
+        request = Request(method, target, path, query, http_version, headers, body,
                           self.client[0], self.client[1], self.host.server_port, "http",
                           keep_alive)
         handler = self.host.route(method, path)
         exchange = Exchange(method, path, request, body, response, handler, None)
-        self.reading = exchange
+        if upgrading:
+            # llhttp will skip this body (see _feed_after_upgrade): another parser reads it.
+            self.parser = _AfterUpgrade.parser(self, exchange, framing, keep_alive)
+        else:
+            self.reading = exchange
         self._enqueue(exchange)
 
     def on_body(self, data: bytes) -> None:
@@ -339,9 +389,9 @@ class HttpConnection(asyncio.Protocol):
         exchange.body.feed(data)
 
     def on_message_complete(self) -> None:
-        self.state = next_state(self.state, Event.MESSAGE_COMPLETE)
-        self._completed_in_feed += 1
         if self._fast_health is not None:
+            self.state = next_state(self.state, Event.MESSAGE_COMPLETE)
+            self._completed_in_feed += 1
             keep_alive, head_only = self._fast_health
             self._fast_health = None
             self.write(self.host.health_response(keep_alive, head_only))
@@ -354,10 +404,13 @@ class HttpConnection(asyncio.Protocol):
             self.deadline = time.monotonic() + self.limits.keepalive_timeout
             return
         exchange = self.reading
+        if exchange is None:
+            return  # an Upgrade request's body, which llhttp skipped: _AfterUpgrade reads it
+        self.state = next_state(self.state, Event.MESSAGE_COMPLETE)
+        self._completed_in_feed += 1
         self.reading = None
-        if exchange is not None:
-            exchange.body.finish()
-        if exchange is None or not exchange.response.keep_alive or not self.keep_alive:
+        exchange.body.finish()
+        if not exchange.response.keep_alive or not self.keep_alive:
             self.state = next_state(self.state, Event.STOP)
             self._update_reading()
         self.deadline = 0.0 if self.active is not None else \
@@ -628,3 +681,108 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+
+
+def _parser_error(exc: httptools.HttpParserError) -> GatewayHttpError:
+    """What the client is told when llhttp refuses its bytes."""
+    if str(exc) == "Invalid HTTP version":  # HTTP/1.2, HTTP/0.9 (2.0 and 3.0 pass llhttp)
+        return VersionNotSupported("only HTTP/1.0 and HTTP/1.1 are supported")
+    return BadRequest(f"malformed request: {exc}")
+
+
+def _other_method(raw_method: bytes) -> str:
+    """A method outside ``_METHODS``; CONNECT is refused (no tunnels through the gateway)."""
+    if raw_method == b"CONNECT":
+        raise MethodNotImplemented("CONNECT is not supported")
+    return raw_method.decode("ascii", "replace")
+
+
+def _origin_form(url: bytes, parsed: URL,
+                 headers: list[tuple[bytes, bytes]]) -> tuple[str, list[tuple[bytes, bytes]]]:
+    """The origin-form target of an absolute-form one, and the headers with Host set to its
+    authority: the received Host is ignored (RFC 9112 §3.2.2), so the app sees the URL's
+    host wherever the client put it, and one Host."""
+    scheme = parsed.schema.lower()
+    if scheme not in (b"http", b"https"):
+        raise BadRequest(f"request target with scheme {scheme[:20]!r}")
+    authority = url[len(scheme) + 3:]
+    for end in (b"/", b"?", b"#"):
+        authority = authority.split(end, 1)[0]
+    if b"@" in authority:
+        raise BadRequest("userinfo in the request target")
+    target = parsed.path or b"/"
+    if parsed.query is not None:
+        target += b"?" + parsed.query
+    at = next((i for i, (name, _) in enumerate(headers) if name == b"host"), 0)
+    rest = [field for field in headers if field[0] != b"host"]
+    return target.decode("latin-1"), [*rest[:at], (b"host", authority), *rest[at:]]
+
+
+class _TrailerFields(list[tuple[bytes, bytes]]):
+    """Where ``on_header`` puts what follows a chunked body: trailer fields. They are never
+    merged into the head (a second Host, a Connection naming Host for removal, credentials
+    added after any check of the head); dropped, as nginx does, and counted."""
+
+    __slots__ = ("host",)
+
+    def __init__(self, host: ConnectionHost) -> None:
+        super().__init__()
+        self.host = host
+
+    def append(self, field: tuple[bytes, bytes]) -> None:
+        self.host.trailer_fields_dropped += 1
+
+
+class _AfterUpgrade:
+    """The callbacks of the parser that reads on after a request with a body that asked for
+    an Upgrade. llhttp stops at the end of such a head and skips its body, so a second
+    parser is fed a stand-in head with the same framing (its callbacks dropped here), reads
+    the body for the waiting exchange, and then parses the rest of the connection through
+    the connection's own callbacks (at the cost of this one extra call each)."""
+
+    __slots__ = ("connection", "exchange", "stand_in")
+
+    def __init__(self, connection: HttpConnection, exchange: Exchange) -> None:
+        self.connection = connection
+        self.exchange: Exchange | None = exchange  # until its body begins
+        self.stand_in = True
+
+    @classmethod
+    def parser(cls, connection: HttpConnection, exchange: Exchange, framing: Framing,
+               keep_alive: bool) -> httptools.HttpRequestParser:
+        parser = httptools.HttpRequestParser(cls(connection, exchange))
+        parser.feed_data(b"PUT / HTTP/1.1\r\nHost: stand-in\r\nConnection: %b\r\n%b\r\n" % (
+            b"keep-alive" if keep_alive else b"close",
+            b"Transfer-Encoding: chunked\r\n" if framing.chunked else
+            b"Content-Length: %d\r\n" % (framing.content_length or 0)))
+        return parser
+
+    def _resume(self) -> None:
+        if self.exchange is not None:
+            self.connection.reading, self.exchange = self.exchange, None
+
+    def on_message_begin(self) -> None:
+        if not self.stand_in:
+            self.connection.on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if not self.stand_in:
+            self.connection.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.stand_in:
+            self.connection.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self.stand_in:
+            self.stand_in = False
+        else:
+            self.connection.on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._resume()
+        self.connection.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._resume()
+        self.connection.on_message_complete()

@@ -11,9 +11,10 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
 
-# Headers a handler may not set: the server frames the message and manages the connection.
-HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"proxy-connection",
-                        b"upgrade"})
+# Headers a handler may not set (``ResponseStream.start`` leaves them out): the server frames
+# the message and manages the connection itself.
+MANAGED_BY_SERVER = frozenset({b"connection", b"keep-alive", b"transfer-encoding",
+                               b"proxy-connection", b"upgrade"})
 
 
 def reason_phrase(status: int) -> bytes:

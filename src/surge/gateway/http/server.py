@@ -43,6 +43,7 @@ class GatewayServer:
         self._health_heads: dict[bytes, bool] = {}  # request head -> head_only
         self.health_replies: dict[bytes, bytes] = {}  # request head -> its answer, this second
         self.server_port = 0
+        self.trailer_fields_dropped = 0  # fields after chunked bodies (never forwarded)
         self._acceptor: Acceptor | None = None
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -2,8 +2,8 @@
 
 The parser moves a connection through these states; each state decides which deadline
 applies (what the periodic sweep enforces) and an illegal move fails here, in one place.
-Responding is tracked separately (``exchanges``), because pipelined requests are read
-while an earlier one is still being answered.
+Responding is tracked separately (``HttpConnection.active`` and ``pending``), because
+pipelined requests are read while an earlier one is still being answered.
 """
 
 from __future__ import annotations

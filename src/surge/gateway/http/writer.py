@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from surge.gateway.http.body import StreamingBody
 
 from surge.gateway.errors import ClientDisconnected
-from surge.gateway.http.responses import HOP_BY_HOP, SERVER_HEADER, status_line
+from surge.gateway.http.responses import MANAGED_BY_SERVER, SERVER_HEADER, status_line
 
 Headers = list[tuple[bytes, bytes]]
 _SENDFILE_CHUNK = 256 * 1024
@@ -71,7 +71,7 @@ class ResponseStream:
             lower = name.lower()
             if lower == b"content-length":
                 has_length = True
-            elif lower in HOP_BY_HOP:
+            elif lower in MANAGED_BY_SERVER:
                 if lower == b"connection" and b"close" in value.lower():
                     self.keep_alive = False
                 continue

@@ -2,14 +2,16 @@
 
 Hop-by-hop headers describe one connection, so they are dropped in both directions: the
 fixed list of RFC 9110 §7.6.1 plus every header the ``Connection`` header names. The
-request gains the forwarding headers an ALB adds; Host is kept as the client sent it.
+request gains the forwarding headers an ALB adds; Host is kept as the client sent it (the
+server has already set it from an absolute-form target).
 """
 
 from __future__ import annotations
 
 from surge.gateway.exchange import Headers
 
-HOP_BY_HOP = frozenset({
+# RFC 9110 §7.6.1's connection-specific fields: dropped when forwarding, either way.
+CONNECTION_SPECIFIC = frozenset({
     b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
     b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
 })
@@ -19,7 +21,7 @@ _REPLACED_ON_REQUEST = frozenset({
     b"content-length", b"expect",
 })
 # Everything request_head treats specially: dropped, replaced, or remembered.
-_SPECIAL_ON_REQUEST = HOP_BY_HOP | _REPLACED_ON_REQUEST
+_SPECIAL_ON_REQUEST = CONNECTION_SPECIFIC | _REPLACED_ON_REQUEST
 # Forwarding headers per (client, scheme, port); clients come back, so they are built once.
 _FORWARDING_CACHE_SIZE = 4096
 _forwarding: dict[tuple[str, str, int], tuple[bytes, bytes]] = {}

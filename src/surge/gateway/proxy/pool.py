@@ -302,6 +302,8 @@ class TargetPool:
                 "target_5xx": t.responses_5xx,
                 "connections_opened": self.connections[t].opened if t in self.connections else 0,
                 "connections_reused": self.connections[t].reused if t in self.connections else 0,
+                "connections_out_of_step": (self.connections[t].out_of_step
+                                            if t in self.connections else 0),
                 "idle_connections": len(self.connections[t].idle) if t in self.connections else 0,
             }
             for t in self.targets

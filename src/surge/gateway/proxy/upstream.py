@@ -5,6 +5,12 @@ keeps it alive. Response bodies are handed over in pieces as they arrive; readin
 the target pauses while more than ``BODY_HIGH_WATER`` bytes wait for the client, so a
 1 GiB download never sits in memory. Waits (for the head, for body data, for the target
 to take our writes) end with ``UpstreamTimeout`` after the caller's timeout.
+
+A connection carries nothing more after a response that may have no body (the answer to
+HEAD, 204, 304) but might be followed by one anyway, and is closed when the target sends
+bytes no request asked for (after a response's end, a 1xx announcing a body, a 101 to a
+request that asked for no Upgrade): reused, it would hand them to the next request as the
+start of its response. ``ConnectionPool.out_of_step`` counts those.
 """
 
 from __future__ import annotations
@@ -23,12 +29,12 @@ from surge.gateway.proxy.errors import (
     UpstreamConnectError,
     UpstreamTimeout,
 )
-from surge.gateway.proxy.headers import HOP_BY_HOP, connection_tokens
+from surge.gateway.proxy.headers import CONNECTION_SPECIFIC, connection_tokens
 
 BODY_HIGH_WATER = 256 * 1024
 # Not forwarded to the client: hop-by-hop headers, and Date and Server, which the gateway
 # writes itself (as nginx does).
-_NOT_FORWARDED = HOP_BY_HOP | {b"date", b"server"}
+_NOT_FORWARDED = CONNECTION_SPECIFIC | {b"date", b"server"}
 
 
 class UpstreamResponse:
@@ -138,7 +144,7 @@ class UpstreamConnection(asyncio.Protocol):
     """One connection to a target, carrying one request at a time."""
 
     __slots__ = ("_informational", "_parser", "_reading_paused", "_transport",
-                 "_write_paused", "closed", "loop", "requests_begun", "response")
+                 "_write_paused", "closed", "loop", "pool", "requests_begun", "response")
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -150,6 +156,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.response: UpstreamResponse | None = None  # the one being received
         self._informational = False
         self.requests_begun = 0  # more than one: kept alive and reused
+        self.pool: ConnectionPool | None = None  # counts it out of step (None: health checks)
 
     # --- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -159,15 +166,13 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         response = self.response
         if response is None or response.complete:
-            # A response nobody asked for: the connection is out of step, drop it.
-            self.close()
+            self._out_of_step()  # bytes after the response's end that no request asked for
             return
         response.received_any = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            response.error = UpstreamBroken(f"invalid response from the target: {exc}")
-            self.close()
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._refuse(response, exc)
         if response.complete:
             self._finish_response(response)
         response.wake()
@@ -221,8 +226,20 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         response = self.response
         assert response is not None
+        if response.head_done:
+            # A second response to one request, in the read that completed the first.
+            response.error = UpstreamBroken("the target sent a second response to one request")
+            raise response.error
         status = self._parser.get_status_code()
         if 100 <= status < 200:
+            if response.framed or status == 101:
+                # A 1xx ends at its head (RFC 9110 §15.2): llhttp would read the body one
+                # announces into the final response's. And the gateway forwards no Upgrade.
+                response.error = UpstreamBroken(
+                    f"the target sent a {status} response"
+                    + (" announcing a body" if response.framed else " to no Upgrade"))
+                self._out_of_step()
+                raise response.error
             # 100 Continue and friends: not the response; llhttp completes them on its own.
             self._informational = True
             response.headers = []
@@ -235,17 +252,16 @@ class UpstreamConnection(asyncio.Protocol):
         response.status = status
         response.head_done = True
         response.keep_alive = self._parser.should_keep_alive()
-        if response.skip_body:
-            # The answer to HEAD. Its headers may announce a body that must not follow, but
-            # a server may send one anyway: Starman writes whatever body a PSGI app returns,
-            # HEAD or not, in a write of its own. Reused, the connection would hand those
-            # bytes to the next request's response, so it carries nothing more: bytes that
-            # still come find no response waiting and close it (data_received).
+        if response.skip_body or status == 204 or status == 304:
+            # The answer to HEAD, a 204 or a 304: no body may follow (RFC 9112 §6.3), but a
+            # server may send one anyway: Starman writes whatever body a PSGI app returns,
+            # with any status, in a write of its own after the head. Reused, the connection
+            # would hand those bytes to the next request's response, so it carries nothing
+            # more: bytes that still come find no response waiting and close it.
             response.complete = True
             response.keep_alive = False
-            return
-        if status in (204, 304):
-            response.complete = True
+            if status == 204 and response.framed:  # a length a 204 may not announce
+                response.headers = [f for f in response.headers if f[0] != b"content-length"]
             return
         if not response.framed:
             response.until_close = True
@@ -302,6 +318,24 @@ class UpstreamConnection(asyncio.Protocol):
             hook, response.on_complete = response.on_complete, None
             hook(response)
 
+    def _refuse(self, response: UpstreamResponse,
+                exc: httptools.HttpParserError | httptools.HttpParserUpgrade) -> None:
+        """llhttp stopped at bytes that are no valid response: those that follow a complete
+        one in the same read leave it whole but end the connection."""
+        if response.complete:
+            response.keep_alive = False
+            self._out_of_step()
+            return
+        if response.error is None:
+            response.error = UpstreamBroken(f"invalid response from the target: {exc}")
+        self.close()
+
+    def _out_of_step(self) -> None:
+        """The target sent what no request asked for: count it and drop the connection."""
+        if self.pool is not None:
+            self.pool.out_of_step += 1
+        self.close()
+
     def close(self) -> None:
         self.closed = True
         if self._transport is not None:
@@ -345,6 +379,7 @@ class ConnectionPool:
         self.in_use: set[UpstreamConnection] = set()
         self.opened = 0
         self.reused = 0
+        self.out_of_step = 0  # connections closed for bytes no request asked for
 
     async def get(self, *, fresh: bool = False) -> tuple[UpstreamConnection, bool]:
         """A connection and whether it was reused; ``fresh``: a new one in any case."""
@@ -352,6 +387,7 @@ class ConnectionPool:
         if idle is not None:
             return idle, True
         connection = await open_connection(self.host, self.port, self.connect_timeout)
+        connection.pool = self
         self.opened += 1
         self.in_use.add(connection)
         return connection, False

@@ -2,7 +2,10 @@
 
 A prefix matches a whole path segment: ``/images`` matches ``/images`` and ``/images/1``
 but not ``/imagesx``; a prefix ending in ``/`` matches everything under it. A path that
-matches only with another method gets 405 with ``Allow``; nothing at all gets 404.
+matches only with another method gets 405 with ``Allow``; nothing at all gets 404. A route
+with no methods takes any method but TRACE, which only a route that names it takes: a
+target echoing requests back would show a script the client's cookies and credentials
+(cross-site tracing), so it is opt-in, as nginx refuses TRACE outright.
 """
 
 from __future__ import annotations
@@ -12,17 +15,25 @@ from dataclasses import dataclass
 from surge.gateway.exchange import Request, ResponseWriter, RouteHandler
 from surge.gateway.routes.replies import send_text
 
+# What ``Allow`` lists for a route that takes any method, when asked for TRACE.
+_ANY_BUT_TRACE = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
 
 @dataclass(frozen=True, slots=True)
 class RouteEntry:
     prefix: str
-    methods: frozenset[str]  # empty: any method
+    methods: frozenset[str]  # empty: any method but TRACE
     handler: RouteHandler
     exact: bool = False  # the path must equal the prefix (built-ins like /health)
 
     def method_matches(self, method: str) -> bool:
-        return not self.methods or method in self.methods or (
-            method == "HEAD" and "GET" in self.methods)
+        if not self.methods:
+            return method != "TRACE"
+        return method in self.methods or (method == "HEAD" and "GET" in self.methods)
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        return tuple(sorted(self.methods)) if self.methods else _ANY_BUT_TRACE
 
 
 class NotFoundHandler:
@@ -60,7 +71,7 @@ class Router:
                 continue
             if entry.method_matches(method):
                 return entry.handler
-            allowed.extend(m for m in sorted(entry.methods) if m not in allowed)
+            allowed.extend(m for m in entry.allowed if m not in allowed)
         if allowed:
             return MethodNotAllowedHandler(allowed)
         return self._not_found
