@@ -7,6 +7,7 @@ import asyncio
 import os
 from pathlib import Path
 
+import httptools
 import pytest
 
 from surge.gateway.errors import BadRequest, BodyTooLarge, InvalidPayload
@@ -86,6 +87,36 @@ def test_good_header_name_and_folded_value() -> None:
     assert header_problem(b"X-Forwarded-For", b"10.0.0.1") is None
     assert isinstance(header_problem(b"x", b"a\r\n b"), BadRequest)
     assert isinstance(header_problem(b"x\n", b"v"), BadRequest)
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    def on_url(self, url: bytes) -> None:
+        self.seen.append(url)
+
+    def on_body(self, body: bytes) -> None:
+        self.seen.append(("body", body))
+
+    def on_message_complete(self) -> None:
+        self.seen.append("complete")
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 5\r\n\r\nhello",
+                                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"])
+def test_llhttp_skips_the_body_of_a_request_asking_for_an_upgrade(framing: bytes) -> None:
+    # What HttpConnection._feed_after_upgrade and _AfterUpgrade rely on: the message ends
+    # at its head, llhttp says where, and is ready for the next request at once.
+    head = b"PUT /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+    events = _Events()
+    parser = httptools.HttpRequestParser(events)
+    with pytest.raises(httptools.HttpParserUpgrade) as stop:
+        parser.feed_data(head + framing)
+    assert events.seen == [b"/a", "complete"]
+    assert (head + framing)[stop.value.args[0]:] == framing.split(b"\r\n\r\n", 1)[1]
+    parser.feed_data(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert events.seen[2:] == [b"/next", "complete"]
 
 
 def test_the_installed_parser_refuses_bad_header_lines_itself() -> None:
@@ -343,6 +374,15 @@ def test_a_body_already_complete_is_read_at_once_and_resumes_the_flow() -> None:
     assert run(body.read_all(10 * BODY_HIGH_WATER)) == b"".join(pieces)
     assert flow.resumed == 1 and body.touched
     assert run(body.read_all(10)) == b""  # nothing left
+
+
+def test_a_body_ended_short_of_its_length_is_never_complete() -> None:
+    body = StreamingBody(11, None)
+    body.feed(b"hello")
+    body.finish()  # what an early message end (llhttp's, for an Upgrade) would do
+    assert not body.complete
+    with pytest.raises(BadRequest, match="5 of 11"):
+        asyncio.run(body.read_all(100))
 
 
 def test_body_over_limit() -> None:

@@ -227,6 +227,10 @@ REFUSED: dict[str, tuple[bytes, int]] = {
     "http09": (b"GET /a HTTP/0.9\r\nHost: app\r\n\r\n", 505),
     "connect": (b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n"
                 + SMUGGLED, 501),
+    # the client stops before the whole body (its side closed): not forwarded, one 400
+    "body-cut-short": (POST + b"Content-Length: 11\r\n\r\nhello", 400),
+    "upgrade-body-cut-short": (UPGRADE_PUT[:-6], 400),
+    "upgrade-body-never-sent": (UPGRADE_PUT[:-11], 400),
     "head-too-large": (b"GET /a HTTP/1.1\r\nHost: app\r\nX-Big: " + b"a" * 9000
                        + b"\r\n\r\n", 431),
     # llhttp refuses framing fields among trailers itself

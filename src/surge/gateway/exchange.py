@@ -36,7 +36,7 @@ class RequestBody(Protocol):
 @dataclass(slots=True)
 class Request:
     method: str  # "GET"
-    target: str  # raw request target: "/echo?x=1"
+    target: str  # request target in origin-form, as received: "/echo?x=1"
     path: str  # decoded path without the query: "/echo"
     query: str  # raw query string without "?": "x=1"
     http_version: str  # "1.1" or "1.0"

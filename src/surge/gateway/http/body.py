@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from surge.gateway.errors import BodyTooLarge
+from surge.gateway.errors import BadRequest, BodyTooLarge
 from surge.gateway.http.limits import BODY_HIGH_WATER, BODY_LOW_WATER
 
 
@@ -68,6 +68,11 @@ class StreamingBody:
         self._wake()
 
     def finish(self) -> None:
+        if self.content_length and self.received != self.content_length:
+            # The parser ended the message short of its Content-Length (llhttp does for a
+            # request asking for an Upgrade): a handler must never take a part for the whole.
+            self.fail(BadRequest(f"{self.received} of {self.content_length} body bytes"))
+            return
         self._complete = True
         self._wake()
 

@@ -131,10 +131,10 @@ class Exchange:
 class HttpConnection(asyncio.Protocol):
     # Slots: 50,000 of these live at once; they also make attribute access cheaper.
     __slots__ = ("_body_paused", "_completed_in_feed", "_drain_waiters", "_error", "_fast_health",
-                 "_head_raw", "_head_size", "_headers", "_reading_paused", "_replayable", "_url",
-                 "_write_paused", "active", "client", "closed", "deadline", "fresh_until", "host",
-                 "keep_alive", "limits", "parser", "pending", "reading", "registered", "state",
-                 "task", "transport")
+                 "_head_raw", "_head_size", "_headers", "_reading_paused", "_replayable",
+                 "_skipped_body", "_url", "_write_paused", "active", "client", "closed", "deadline",
+                 "fresh_until", "host", "keep_alive", "limits", "parser", "pending", "reading",
+                 "registered", "state", "task", "transport")
 
     def __init__(self, host: ConnectionHost) -> None:
         self.host = host
@@ -164,6 +164,7 @@ class HttpConnection(asyncio.Protocol):
         self._error: GatewayHttpError | None = None
         self._fast_health: tuple[bool, bool] | None = None  # (keep_alive, head_only)
         self._replayable: bool | None = None  # head_only of a keep-alive /health in this feed
+        self._skipped_body: Exchange | None = None  # whose body llhttp skipped (Upgrade)
 
     # asyncio.Protocol
 
@@ -253,12 +254,16 @@ class HttpConnection(asyncio.Protocol):
         resumed at a message boundary). The gateway ignores the Upgrade: ``rest`` is more
         HTTP/1.1, fed to ``self.parser`` — the same parser, or the one ``_dispatch_head``
         put in place to read the request's body. False when the connection was refused."""
+        if self._skipped_body is not None:
+            self.reading, self._skipped_body = self._skipped_body, None
         while self.state is not ReadState.DONE:
             try:
                 self.parser.feed_data(rest)
                 return True
             except httptools.HttpParserUpgrade as upgrade:
                 rest = rest[upgrade.args[0]:]
+                if self._skipped_body is not None:
+                    self.reading, self._skipped_body = self._skipped_body, None
             except httptools.HttpParserError as exc:
                 self._refuse(self._error or _parser_error(exc))
                 return False
@@ -372,7 +377,8 @@ class HttpConnection(asyncio.Protocol):
         exchange = Exchange(method, path, request, body, response, handler, None)
         if upgrading:
             # llhttp will skip this body (see _feed_after_upgrade): another parser reads it.
-            self.parser = _AfterUpgrade.parser(self, exchange, framing, keep_alive)
+            self.parser = _AfterUpgrade.parser(self, framing, keep_alive)
+            self._skipped_body = exchange
         else:
             self.reading = exchange
         self._enqueue(exchange)
@@ -405,7 +411,7 @@ class HttpConnection(asyncio.Protocol):
             return
         exchange = self.reading
         if exchange is None:
-            return  # an Upgrade request's body, which llhttp skipped: _AfterUpgrade reads it
+            return  # llhttp skipped the body of an Upgrade request: _AfterUpgrade reads it
         self.state = next_state(self.state, Event.MESSAGE_COMPLETE)
         self._completed_in_feed += 1
         self.reading = None
@@ -737,29 +743,24 @@ class _AfterUpgrade:
     """The callbacks of the parser that reads on after a request with a body that asked for
     an Upgrade. llhttp stops at the end of such a head and skips its body, so a second
     parser is fed a stand-in head with the same framing (its callbacks dropped here), reads
-    the body for the waiting exchange, and then parses the rest of the connection through
-    the connection's own callbacks (at the cost of this one extra call each)."""
+    the body (``HttpConnection.reading``), and then parses the rest of the connection
+    through the connection's own callbacks (at the cost of this one extra call each)."""
 
-    __slots__ = ("connection", "exchange", "stand_in")
+    __slots__ = ("connection", "stand_in")
 
-    def __init__(self, connection: HttpConnection, exchange: Exchange) -> None:
+    def __init__(self, connection: HttpConnection) -> None:
         self.connection = connection
-        self.exchange: Exchange | None = exchange  # until its body begins
         self.stand_in = True
 
     @classmethod
-    def parser(cls, connection: HttpConnection, exchange: Exchange, framing: Framing,
+    def parser(cls, connection: HttpConnection, framing: Framing,
                keep_alive: bool) -> httptools.HttpRequestParser:
-        parser = httptools.HttpRequestParser(cls(connection, exchange))
-        parser.feed_data(b"PUT / HTTP/1.1\r\nHost: stand-in\r\nConnection: %b\r\n%b\r\n" % (
+        parser = httptools.HttpRequestParser(cls(connection))
+        parser.feed_data(b"PUT / HTTP/1.1\r\nConnection: %b\r\n%b\r\n" % (
             b"keep-alive" if keep_alive else b"close",
             b"Transfer-Encoding: chunked\r\n" if framing.chunked else
             b"Content-Length: %d\r\n" % (framing.content_length or 0)))
         return parser
-
-    def _resume(self) -> None:
-        if self.exchange is not None:
-            self.connection.reading, self.exchange = self.exchange, None
 
     def on_message_begin(self) -> None:
         if not self.stand_in:
@@ -780,9 +781,7 @@ class _AfterUpgrade:
             self.connection.on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        self._resume()
         self.connection.on_body(body)
 
     def on_message_complete(self) -> None:
-        self._resume()
         self.connection.on_message_complete()
