@@ -78,6 +78,7 @@ CHUNKED_POST = b"POST /a HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n
 EVIL_TRAILERS = (b"Host: evil.example\r\nAuthorization: Basic ZXZpbDpldmls\r\n"
                  b"Connection: host\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
 GET_NEXT = b"GET /next HTTP/1.1\r\nHost: app\r\n\r\n"
+POST_A = b"POST /a HTTP/1.1\r\nHost: app\r\n"
 
 FORWARDED: dict[str, tuple[list[bytes], list[Sent]]] = {
     "get": ([b"GET /a?x=1 HTTP/1.1\r\nHost: app\r\nUser-Agent: t\r\n\r\n"],
@@ -148,6 +149,24 @@ FORWARDED: dict[str, tuple[list[bytes], list[Sent]]] = {
         [Sent(b"GET /a HTTP/1.1", [(b"host", b"evil.example")])]),
     "absolute-form-ipv6": ([b"GET http://[::1]:81/a HTTP/1.1\r\nHost: x\r\n\r\n"],
                            [Sent(b"GET /a HTTP/1.1", [(b"host", b"[::1]:81")])]),
+    # forwarding headers spelt with underscores: Starman would join them before ours
+    "forwarding-lookalikes": (
+        [b"GET /a HTTP/1.1\r\nHost: app\r\nX_Real_IP: 6.6.6.6\r\nX-Forwarded_Proto: https\r\n"
+         b"X_Forwarded_For: 6.6.6.6\r\nX_Other: kept\r\n\r\n"],
+        [Sent(b"GET /a HTTP/1.1", [HOST, (b"x_other", b"kept")])]),
+    # what llhttp tolerates, forwarded in canonical form
+    "leading-empty-line": ([b"\r\nGET /a HTTP/1.1\r\nHost: app\r\n\r\n"],
+                           [Sent(b"GET /a HTTP/1.1")]),
+    "double-space-in-request-line": ([b"GET  /a HTTP/1.1\r\nHost: app\r\n\r\n"],
+                                     [Sent(b"GET /a HTTP/1.1")]),
+    "length-with-spaces": ([POST_A + b"Content-Length:  5 \r\n\r\nhello"],
+                           [Sent(b"POST /a HTTP/1.1", body=b"hello")]),
+    "chunked-in-capitals": ([POST_A + b"Transfer-Encoding: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n"],
+                            [Sent(b"POST /a HTTP/1.1", body=b"hello")]),
+    # nothing after a request that closes the connection is forwarded
+    "after-connection-close": ([b"GET /a HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n"
+                                + GET_NEXT],
+                               [Sent(b"GET /a HTTP/1.1")]),
     # pipelined, in one write and one byte at a time
     "pipelined": ([b"POST /a HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\n\r\nhello" + GET_NEXT],
                   [Sent(b"POST /a HTTP/1.1", body=b"hello"), Sent(b"GET /next HTTP/1.1")]),
@@ -173,31 +192,30 @@ async def test_forwarded_as_sent(name: str, eager: bool) -> None:
 
 # --- requests refused: nothing forwarded, one answer ---------------------------------------
 
-POST = b"POST /a HTTP/1.1\r\nHost: app\r\n"
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n"
 
 REFUSED: dict[str, tuple[bytes, int]] = {
-    "cl-te": (POST + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    "cl-te": (POST_A + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
               + SMUGGLED, 400),
-    "te-cl": (POST + b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n0\r\n\r\n%b"
+    "te-cl": (POST_A + b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n0\r\n\r\n%b"
               % (5 + len(SMUGGLED), SMUGGLED), 400),
-    "duplicate-cl": (POST + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400),
-    "two-cl": (POST + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
-    "cl-list": (POST + b"Content-Length: 5, 5\r\n\r\nhello", 400),
-    "cl-plus": (POST + b"Content-Length: +5\r\n\r\nhello", 400),
-    "cl-minus": (POST + b"Content-Length: -5\r\n\r\nhello", 400),
-    "cl-hex": (POST + b"Content-Length: 0x5\r\n\r\nhello", 400),
-    "cl-space-before-colon": (POST + b"Content-Length : 5\r\n\r\nhello", 400),
-    "cl-huge": (POST + b"Content-Length: 99999999999999999999999\r\n\r\nhello", 400),
-    "te-xchunked": (POST + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400),
-    "te-chunked-identity": (POST + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+    "duplicate-cl": (POST_A + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400),
+    "two-cl": (POST_A + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+    "cl-list": (POST_A + b"Content-Length: 5, 5\r\n\r\nhello", 400),
+    "cl-plus": (POST_A + b"Content-Length: +5\r\n\r\nhello", 400),
+    "cl-minus": (POST_A + b"Content-Length: -5\r\n\r\nhello", 400),
+    "cl-hex": (POST_A + b"Content-Length: 0x5\r\n\r\nhello", 400),
+    "cl-space-before-colon": (POST_A + b"Content-Length : 5\r\n\r\nhello", 400),
+    "cl-huge": (POST_A + b"Content-Length: 99999999999999999999999\r\n\r\nhello", 400),
+    "te-xchunked": (POST_A + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400),
+    "te-chunked-identity": (POST_A + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
                             400),
-    "te-identity-chunked": (POST + b"Transfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+    "te-identity-chunked": (POST_A + b"Transfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
                             400),
-    "te-twice": (POST + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+    "te-twice": (POST_A + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
                  b"0\r\n\r\n", 400),
-    "te-space-before-colon": (POST + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400),
-    "te-vertical-tab": (POST + b"Transfer-Encoding:\x0bchunked\r\n\r\n0\r\n\r\n", 400),
+    "te-space-before-colon": (POST_A + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400),
+    "te-vertical-tab": (POST_A + b"Transfer-Encoding:\x0bchunked\r\n\r\n0\r\n\r\n", 400),
     "te-on-http10": (b"POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     "chunk-size-not-hex": (CHUNKED_POST + b"zz\r\nhello\r\n0\r\n\r\n", 400),
     "chunk-size-negative": (CHUNKED_POST + b"-5\r\nhello\r\n0\r\n\r\n", 400),
@@ -206,8 +224,14 @@ REFUSED: dict[str, tuple[bytes, int]] = {
     "chunk-size-plus": (CHUNKED_POST + b"+5\r\nhello\r\n0\r\n\r\n", 400),
     "chunk-data-too-long": (CHUNKED_POST + b"3\r\nhello\r\n0\r\n\r\n", 400),
     "chunk-lf-only": (CHUNKED_POST + b"5\nhello\n0\n\n", 400),
+    "chunk-extension-bare-cr": (CHUNKED_POST + b"5;a\rb\r\nhello\r\n0\r\n\r\n", 400),
+    "chunk-extension-bare-lf": (CHUNKED_POST + b"5;a\nb\r\nhello\r\n0\r\n\r\n", 400),
+    "lowercase-method": (b"get /a HTTP/1.1\r\nHost: app\r\n\r\n", 400),
+    "tab-in-request-line": (b"GET\t/a HTTP/1.1\r\nHost: app\r\n\r\n", 400),
+    "space-in-target": (b"GET /a b HTTP/1.1\r\nHost: app\r\n\r\n", 400),
+    "fragment-in-target": (b"GET /public#/../admin HTTP/1.1\r\nHost: app\r\n\r\n", 400),
     "obs-fold": (b"GET /a HTTP/1.1\r\nHost: app\r\nX-A: a\r\n b\r\n\r\n", 400),
-    "obs-fold-hides-cl": (POST + b"X-A: a\r\n Content-Length: 5\r\n\r\nhello", 400),
+    "obs-fold-hides-cl": (POST_A + b"X-A: a\r\n Content-Length: 5\r\n\r\nhello", 400),
     "bare-lf": (b"GET /a HTTP/1.1\nHost: app\n\n", 400),
     "bare-cr": (b"GET /a HTTP/1.1\r\nHost: app\r\nX-A: a\rb\r\n\r\n", 400),
     "nul-in-value": (b"GET /a HTTP/1.1\r\nHost: app\r\nX-A: a\x00b\r\n\r\n", 400),
@@ -228,7 +252,7 @@ REFUSED: dict[str, tuple[bytes, int]] = {
     "connect": (b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n"
                 + SMUGGLED, 501),
     # the client stops before the whole body (its side closed): not forwarded, one 400
-    "body-cut-short": (POST + b"Content-Length: 11\r\n\r\nhello", 400),
+    "body-cut-short": (POST_A + b"Content-Length: 11\r\n\r\nhello", 400),
     "upgrade-body-cut-short": (UPGRADE_PUT[:-6], 400),
     "upgrade-body-never-sent": (UPGRADE_PUT[:-11], 400),
     "head-too-large": (b"GET /a HTTP/1.1\r\nHost: app\r\nX-Big: " + b"a" * 9000

@@ -50,6 +50,17 @@ def test_request_head_adds_forwarding_and_drops_hop_by_hop():
     ]
 
 
+def test_request_head_drops_forwarding_headers_spelt_with_underscores():
+    # Starman would give the app HTTP_X_REAL_IP = "6.6.6.6, <client>": the client's first.
+    incoming = [(b"host", b"x"), (b"x_real_ip", b"6.6.6.6"), (b"x-forwarded_proto", b"https"),
+                (b"x_forwarded_for", b"6.6.6.6"), (b"x_forwarded_port", b"1"),
+                (b"x_other", b"kept")]
+    assert _head(incoming, 0, "10.0.0.9") == [
+        b"GET /a?b=1 HTTP/1.1", b"host: x", b"x_other: kept", b"x-forwarded-for: 10.0.0.9",
+        b"x-forwarded-proto: http", b"x-forwarded-port: 80", b"x-real-ip: 10.0.0.9", b"", b"",
+    ]
+
+
 def test_request_head_frames_the_body():
     assert b"transfer-encoding: chunked" in _head([], body_length=None)
     assert not any(line.startswith((b"content-length", b"transfer-encoding"))

@@ -349,6 +349,8 @@ class HttpConnection(asyncio.Protocol):
                 parsed = httptools.parse_url(url)
             except httptools.HttpParserInvalidURLError:
                 raise BadRequest(f"invalid request target {url[:100]!r}") from None
+            if parsed.fragment is not None:  # routed without it, the app would see it
+                raise BadRequest("a fragment in the request target")
             path = unquote(parsed.path.decode("latin-1")) if parsed.path else "/"
             query = parsed.query.decode("latin-1") if parsed.query else ""
             if parsed.schema is None:

@@ -8,6 +8,8 @@ server has already set it from an absolute-form target).
 
 from __future__ import annotations
 
+import itertools
+
 from surge.gateway.exchange import Headers
 
 # RFC 9110 §7.6.1's connection-specific fields: dropped when forwarding, either way.
@@ -20,8 +22,18 @@ _REPLACED_ON_REQUEST = frozenset({
     b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-port", b"x-real-ip",
     b"content-length", b"expect",
 })
+# The forwarding headers spelt with underscores ("X_Real_IP"), dropped as nginx drops every
+# name with one: CGI and PSGI servers (Starman) map "_" and "-" alike, so the app would see
+# the client's value joined before ours in HTTP_X_REAL_IP.
+_FORWARDING_LOOKALIKES = frozenset(
+    pieces[0] + b"".join(sep + piece for sep, piece in zip(seps, pieces[1:], strict=True))
+    for pieces in (name.split(b"-") for name in (b"x-forwarded-for", b"x-forwarded-proto",
+                                                   b"x-forwarded-port", b"x-real-ip"))
+    for seps in itertools.product((b"-", b"_"), repeat=len(pieces) - 1)
+    if b"_" in seps
+)
 # Everything request_head treats specially: dropped, replaced, or remembered.
-_SPECIAL_ON_REQUEST = CONNECTION_SPECIFIC | _REPLACED_ON_REQUEST
+_SPECIAL_ON_REQUEST = CONNECTION_SPECIFIC | _REPLACED_ON_REQUEST | _FORWARDING_LOOKALIKES
 # Forwarding headers per (client, scheme, port); clients come back, so they are built once.
 _FORWARDING_CACHE_SIZE = 4096
 _forwarding: dict[tuple[str, str, int], tuple[bytes, bytes]] = {}
