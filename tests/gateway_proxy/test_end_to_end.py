@@ -149,3 +149,30 @@ def test_pipelined_gets_come_back_in_order(gateway_to_starman: int) -> None:
     head_response = responses[8]
     assert head_response.startswith(b"200") and head_response.endswith(b"\r\n\r\n")
     assert json.loads(responses[9].partition(b"\r\n\r\n")[2])["query"] == "n=last"
+
+
+def test_starman_sees_the_request_the_client_sent(gateway_to_starman: int) -> None:
+    """issue 11's reproductions, through `surge gateway` to Starman: an Upgrade with a body,
+    trailer fields in the read of the head, an absolute-form target, and a spoofed X-Real-IP
+    spelt with underscores; one response each (test_desync.py has every case)."""
+    wire = (b"PUT /echo?n=upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+            b"Content-Length: 11\r\n\r\nhello world"
+            b"POST /echo?n=trailers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nHost: evil.example\r\nAuthorization: Basic ZTpl\r\n\r\n"
+            b"GET http://evil.example/echo?n=absolute HTTP/1.1\r\nHost: x\r\n"
+            b"X_Real_IP: 6.6.6.6\r\nConnection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", gateway_to_starman), timeout=20) as sock:
+        sock.sendall(wire)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    responses = received.split(b"HTTP/1.1 ")[1:]
+    assert [r[:3] for r in responses] == [b"200"] * 3, received[:600]
+    upgrade, trailers, absolute = (json.loads(r.partition(b"\r\n\r\n")[2]) for r in responses)
+    assert upgrade["method"] == "PUT" and upgrade["body_size"] == 11
+    assert "HTTP_UPGRADE" not in upgrade["headers"]
+    assert trailers["body_size"] == 3 and trailers["headers"]["HTTP_HOST"] == "x"
+    assert "HTTP_AUTHORIZATION" not in trailers["headers"]
+    assert absolute["query"] == "n=absolute"
+    assert absolute["headers"]["HTTP_HOST"] == "evil.example"
+    assert absolute["headers"]["HTTP_X_REAL_IP"] == "127.0.0.1"
