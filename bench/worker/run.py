@@ -268,12 +268,13 @@ class SurgeBench:
         senders."""
         import uuid
 
+        from surge.envelope import encode_envelope
         from surge.queue.client.http import HttpQueueClient
         from surge.queue.interface import OutgoingMessage
-        from surge.worker.envelope import encode_envelope
 
         client = HttpQueueClient(f"http://127.0.0.1:{self.port}")
-        bodies = [encode_envelope(task, payload, str(uuid.uuid4()), time.time())
+        bodies = [encode_envelope(task, payload, str(uuid.uuid4()), time.time(),
+                                  str(uuid.uuid4()))
                   for payload in payloads]
         batches = [bodies[i:i + 10] for i in range(0, len(bodies), 10)]
 

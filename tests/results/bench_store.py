@@ -27,7 +27,7 @@ async def main() -> None:
         count = 2_000
         started = time.perf_counter()
         for i in range(count):
-            await store.mark_running(f"t{i}", "task", 1)
+            await store.mark_running(f"t{i}", "task", 1, "owner")
         print(f"one write at a time (writer thread):  {_micros(started, count):7.1f} µs")
 
         direct = connect(store.path)

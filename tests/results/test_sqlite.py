@@ -43,7 +43,7 @@ def test_records_expire_after_ttl_and_are_purged(tmp_path: Path) -> None:
     async def scenario(store: SqliteResultStore, clock: FakeClock) -> None:
         await store.mark_queued([("old", "t"), ("new", "t")])
         clock.now += 50
-        await store.mark_running("new", "t", 1)  # an update extends the record's life
+        await store.mark_running("new", "t", 1, "m")  # an update extends the record's life
         clock.now += 60
         assert await store.get("old") is None
         assert await store.get("new") is not None
@@ -59,9 +59,9 @@ def test_concurrent_writes_are_group_committed(tmp_path: Path,
     commits: list[int] = []
     original = SqliteResultStore._commit
 
-    def counting_commit(self: SqliteResultStore, batch: list) -> None:  # type: ignore[type-arg]
+    def counting_commit(self: SqliteResultStore, batch: list) -> list:  # type: ignore[type-arg]
         commits.append(len(batch))
-        original(self, batch)
+        return original(self, batch)
 
     monkeypatch.setattr(SqliteResultStore, "_commit", counting_commit)
 
@@ -82,7 +82,7 @@ def test_closed_store_refuses_writes(tmp_path: Path) -> None:
         store = SqliteResultStore(tmp_path / "r.db", 60)
         await store.close()
         with pytest.raises(ResultStoreError):
-            await store.mark_running("t", "t", 1)
+            await store.mark_running("t", "t", 1, "m")
 
     asyncio.run(scenario())
 
@@ -95,12 +95,12 @@ _WRITER = textwrap.dedent("""
         store = SqliteResultStore(path, 3600)
         await store.mark_queued([(f"{prefix}{i}", "t") for i in range(300)])
         for i in range(300):
-            await store.mark_running(f"shared{i}", "t", 1)
+            await store.mark_running(f"shared{i}", "t", 1, prefix)
             if outcome == "succeeded":
                 await store.mark_succeeded(f"shared{i}", "t", 1, {"by": prefix})
             else:
                 await store.mark_failed(f"shared{i}", "t", 1, "lost the race")
-            await store.mark_running(f"{prefix}{i}", "t", 1)
+            await store.mark_running(f"{prefix}{i}", "t", 1, prefix)
         await asyncio.gather(*(store.mark_succeeded(f"{prefix}{i}", "t", 1, i)
                                for i in range(300)))
         await store.close()

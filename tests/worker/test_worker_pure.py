@@ -1,5 +1,5 @@
-"""The worker's pure rules, without sockets or clocks: envelope, backoff, slots, heartbeat,
-retry decisions, redrive policy."""
+"""The worker's pure rules, without sockets or clocks: backoff, slots, heartbeat, retry
+decisions, redrive policy (the envelope's tests are in tests/unit/test_envelope.py)."""
 
 from __future__ import annotations
 
@@ -8,39 +8,9 @@ from worker_fakes import make_settings
 
 from surge.worker.backoff import MAX_VISIBILITY_SECONDS, backoff_ceiling, full_jitter_delay
 from surge.worker.binding import make_binding, parse_redrive_policy
-from surge.worker.envelope import PoisonMessage, TaskEnvelope, decode_envelope, encode_envelope
 from surge.worker.heartbeat import HeartbeatAction, HeartbeatPolicy, Lease
 from surge.worker.retry import DeadLetterNow, LeaveForRedrive, Retry, RetryPolicy
 from surge.worker.slots import SlotError, Slots
-
-KNOWN = {"resize"}
-
-
-class TestEnvelope:
-    def test_round_trip(self) -> None:
-        body = encode_envelope("resize", {"w": 3}, "id-1", 1700000000.5)
-        assert decode_envelope(body, "m-1", KNOWN) == TaskEnvelope(
-            "id-1", "resize", {"w": 3}, 1700000000.5)
-
-    @pytest.mark.parametrize(("body", "reason"), [
-        ("not json", "undecodable body: not JSON"),
-        ("[1, 2]", "undecodable body: expected a JSON object, got list"),
-        ('{"payload": 1, "id": "x"}', "missing 'task' field"),
-        ('{"task": 7, "id": "x"}', "'task' must be a string"),
-        ('{"task": "nope", "id": "x"}', "unknown task 'nope'"),
-    ])
-    def test_poison(self, body: str, reason: str) -> None:
-        decoded = decode_envelope(body, "m-1", KNOWN)
-        assert isinstance(decoded, PoisonMessage)
-        assert decoded.reason.startswith(reason)
-
-    def test_poison_keeps_the_task_id_when_readable(self) -> None:
-        decoded = decode_envelope('{"task": "nope", "id": "abc"}', "m-1", KNOWN)
-        assert decoded == PoisonMessage("unknown task 'nope'", "abc", "nope")
-
-    def test_missing_id_falls_back_to_the_message_id(self) -> None:
-        decoded = decode_envelope('{"task": "resize"}', "m-9", KNOWN)
-        assert decoded == TaskEnvelope("m-9", "resize", None, None)
 
 
 class TestBackoff:

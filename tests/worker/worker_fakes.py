@@ -12,62 +12,46 @@ import orjson
 
 from surge.config.loader import validate_settings
 from surge.config.settings import Settings
+from surge.envelope import encode_envelope
 from surge.errors import ResultStoreError
+from surge.ids import random_uuid
 from surge.queue.client.memory import MemoryQueueClient
 from surge.queue.interface import OutgoingMessage, QueueClient
-from surge.results.interface import FINAL_STATUSES, TaskRecord, TaskStatus
-from surge.worker.envelope import encode_envelope
+from surge.results import memory
+from surge.results.interface import TaskRecord, TaskStatus
+from surge.results.rules import StatusWrite
 
 T = TypeVar("T")
 
 
-class MemoryResultStore:
-    """The ResultStore Protocol in a dict, keeping every transition for assertions."""
+class MemoryResultStore(memory.MemoryResultStore):
+    """The in-memory result store, with a switch that makes every write fail, and the
+    records and status histories at hand for assertions."""
 
     def __init__(self) -> None:
-        self.records: dict[str, TaskRecord] = {}
-        self.history: list[tuple[str, TaskStatus, int]] = []
+        super().__init__()
         self.fail_writes = False
 
-    async def mark_queued(self, records: list[tuple[str, str]]) -> None:
-        for task_id, task in records:
-            if task_id not in self.records:
-                self._write(task_id, task, "queued", 0)
-
-    async def mark_running(self, task_id: str, task: str, attempt: int) -> None:
-        self._write(task_id, task, "running", attempt)
-
-    async def mark_succeeded(self, task_id: str, task: str, attempts: int, result: Any) -> None:
-        orjson.dumps(result)  # the real store must serialize it
-        self._write(task_id, task, "succeeded", attempts, result=result)
-
-    async def mark_failed(self, task_id: str, task: str, attempts: int, error: str) -> None:
-        self._write(task_id, task, "failed", attempts, error=error)
-
-    async def mark_dead(self, task_id: str, task: str, attempts: int, error: str) -> None:
-        self._write(task_id, task, "dead", attempts, error=error)
-
-    async def get(self, task_id: str) -> TaskRecord | None:
-        return self.records.get(task_id)
-
-    async def close(self) -> None:
-        return None
+    @property
+    def records(self) -> dict[str, TaskRecord]:
+        return {task_id: stored.record(orjson.loads(stored.result) if stored.result else None)
+                for task_id, stored in self._tasks.items()}
 
     def statuses(self, task_id: str) -> list[TaskStatus]:
-        return [status for tid, status, _ in self.history if tid == task_id]
+        stored = self._tasks.get(task_id)
+        return [change.status for change in stored.history] if stored is not None else []
 
-    def _write(self, task_id: str, task: str, status: TaskStatus, attempts: int,
-               result: Any = None, error: str | None = None) -> None:
+    async def mark_queued(self, records: list[tuple[str, str]]) -> None:
+        self._check()
+        await super().mark_queued(records)
+
+    def _apply(self, task_id: str, write: StatusWrite) -> bool:
+        self._check()
+        return super()._apply(task_id, write)
+
+    def _check(self) -> None:
         if self.fail_writes:
             raise ResultStoreError("store is down")
-        existing = self.records.get(task_id)
-        if existing is not None and existing.status in FINAL_STATUSES:
-            return
-        now = time.time()
-        created = existing.created_at if existing else now
-        self.records[task_id] = TaskRecord(task_id, task, status, attempts, created, now,
-                                           result, error)
-        self.history.append((task_id, status, attempts))
 
 
 def make_settings(worker: dict[str, Any], queue: dict[str, Any] | None = None,
@@ -93,7 +77,8 @@ async def create_queue_with_dlq(client: QueueClient, name: str = "jobs",
 
 async def enqueue(client: QueueClient, task: str, payload: Any, task_id: str,
                   queue: str = "jobs") -> None:
-    await client.send(queue, OutgoingMessage(encode_envelope(task, payload, task_id, time.time())))
+    body = encode_envelope(task, payload, task_id, time.time(), random_uuid())
+    await client.send(queue, OutgoingMessage(body))
 
 
 async def enqueue_many(client: QueueClient, items: list[tuple[str, Any, str]],
@@ -101,7 +86,7 @@ async def enqueue_many(client: QueueClient, items: list[tuple[str, Any, str]],
     for start in range(0, len(items), 10):
         chunk = items[start:start + 10]
         await client.send_batch(queue, [
-            OutgoingMessage(encode_envelope(task, payload, task_id, time.time()))
+            OutgoingMessage(encode_envelope(task, payload, task_id, time.time(), random_uuid()))
             for task, payload, task_id in chunk])
 
 

@@ -1,8 +1,12 @@
-"""The result store interface: one record per task id, kept with a TTL.
+"""The result store interface: one record per task id, kept with a TTL, and the enqueue
+route's Idempotency-Key bindings.
 
 Lifecycle of ``status``: queued → running → succeeded | failed (will be retried) | dead
-(dead-lettered). ``failed`` may go back to ``running``. A record never moves out of
-``succeeded`` or ``dead`` (a late or duplicate writer cannot undo a final state).
+(dead-lettered). ``failed`` goes back to ``running`` on the next delivery, and ``dead`` goes
+back to ``running`` when the task is redriven from the dead-letter queue. Only ``succeeded``
+is final. Which write applies in which state is one table, ``surge.results.rules``; every
+implementation follows it (the SQLite and memory stores call it, the Redis store's script
+mirrors it, and one contract suite runs over all three).
 """
 
 from __future__ import annotations
@@ -11,7 +15,16 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "dead"]
-FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "dead"})
+FINAL_STATUSES: frozenset[str] = frozenset({"succeeded"})
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One entry of a record's history: the status written, its attempt, and when."""
+
+    status: TaskStatus
+    attempts: int
+    at: float  # epoch seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +37,7 @@ class TaskRecord:
     updated_at: float
     result: Any = None  # JSON value returned by the handler
     error: str | None = None
+    history: tuple[StatusChange, ...] = ()  # oldest first, the last HISTORY_LIMIT changes
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,7 +49,20 @@ class TaskRecord:
             "updated_at": self.updated_at,
             "result": self.result,
             "error": self.error,
+            "history": [{"status": change.status, "attempts": change.attempts, "at": change.at}
+                        for change in self.history],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBinding:
+    """What an idempotency key names: its task, and the fingerprint of the request that
+    bound it. ``created`` is True when this call made the binding (and recorded the task
+    ``queued`` with it); False when the key was already bound."""
+
+    task_id: str
+    fingerprint: str
+    created: bool
 
 
 @runtime_checkable
@@ -44,7 +71,18 @@ class ResultStore(Protocol):
         """Record (task_id, task_name) pairs as queued unless a record already exists."""
         ...
 
-    async def mark_running(self, task_id: str, task: str, attempt: int) -> None: ...
+    async def bind_key(self, key: str, task_id: str, task: str, fingerprint: str,
+                       ttl: float) -> KeyBinding:
+        """Bind idempotency ``key`` to ``task_id`` for ``ttl`` seconds and record the task
+        queued, in one atomic write; or, if ``key`` is bound already (and not expired), the
+        existing binding, changing nothing."""
+        ...
+
+    async def mark_running(self, task_id: str, task: str, attempt: int, owner: str) -> bool:
+        """Record that the delivery ``owner`` (a send id, or a message id) runs the task.
+        False when it must not run: the task succeeded already, or another copy of it holds
+        it (see ``surge.results.rules``); nothing is written then."""
+        ...
 
     async def mark_succeeded(self, task_id: str, task: str, attempts: int, result: Any) -> None: ...
 

@@ -1,9 +1,11 @@
 """The result store on Redis: one hash per task, expiring after the TTL.
 
-For fleets of machines, where the gateways and workers share no disk. The rules of the
-SQLite store hold here too, inside one Lua script per write so they are atomic against
-every other writer: final states are never overwritten, an older attempt never replaces a
-newer one, and ``queued`` is only inserted. redis-py is imported only when chosen.
+For fleets of machines, where the gateways and workers share no disk. Each write is one Lua
+script, atomic against every other writer; the status writes follow the same transition
+table as the other stores (``surge.results.rules``, compiled into the script), ``queued`` is
+only inserted, and an Idempotency-Key binding is made together with its task's ``queued``
+record. The history is a JSON array in the hash, appended to and trimmed as text (its
+entries hold no brackets of their own). redis-py is imported only when chosen.
 """
 
 from __future__ import annotations
@@ -15,25 +17,71 @@ from typing import Any
 import orjson
 
 from surge.errors import ResultStoreError
-from surge.results.interface import TaskRecord
+from surge.results.interface import KeyBinding, StatusChange, TaskRecord
+from surge.results.rules import HISTORY_LIMIT, lua_guards
 
 Clock = Callable[[], float]
 
-# KEYS: the task's hash. ARGV: task, status, attempts, now, ttl (ms), result, error.
-_WRITE = """
-local current = redis.call('HMGET', KEYS[1], 'status', 'attempts')
-if ARGV[2] == 'queued' then
-  if current[1] then return 0 end
-  redis.call('HSET', KEYS[1], 'task', ARGV[1], 'status', 'queued', 'attempts', 0,
-             'created_at', ARGV[4], 'updated_at', ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+# Appends ARGV[entry] to the hash KEYS[1]'s history, keeping the newest HISTORY_LIMIT.
+_APPEND_HISTORY = f"""
+local function append_history(key, entry)
+  local history = redis.call('HGET', key, 'history')
+  local length = tonumber(redis.call('HGET', key, 'history_length') or '0')
+  if not history or length == 0 then
+    history, length = '[' .. entry .. ']', 1
+  else
+    history, length = string.sub(history, 1, -2) .. ',' .. entry .. ']', length + 1
+  end
+  if length > {HISTORY_LIMIT} then
+    local cut = string.find(history, '],[', 1, true)
+    history, length = '[' .. string.sub(history, cut + 2), length - 1
+  end
+  redis.call('HSET', key, 'history', history, 'history_length', length)
+end
+"""
+
+# KEYS[1]: the task's hash. ARGV: task, now, ttl (ms), history entry.
+_INSERT_QUEUED = """
+local function insert_queued(key, task, now, ttl, entry)
+  if redis.call('EXISTS', key) == 1 then return 0 end
+  redis.call('HSET', key, 'task', task, 'status', 'queued', 'attempts', 0,
+             'created_at', now, 'updated_at', now)
+  append_history(key, entry)
+  redis.call('PEXPIRE', key, ttl)
   return 1
 end
-if current[1] == 'succeeded' or current[1] == 'dead' then return 0 end
-if current[2] and tonumber(ARGV[3]) < tonumber(current[2]) then return 0 end
+"""
+
+_QUEUED = _APPEND_HISTORY + _INSERT_QUEUED + """
+return insert_queued(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+"""
+
+# KEYS: the binding, the task's hash. ARGV: task id, fingerprint, key ttl (ms), task, now,
+# record ttl (ms), history entry. Returns the existing binding, or nil once it made one.
+_BIND = _APPEND_HISTORY + _INSERT_QUEUED + """
+local bound = redis.call('GET', KEYS[1])
+if bound then return bound end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
+insert_queued(KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+return false
+"""
+
+# KEYS[1]: the task's hash. ARGV: task, status, attempts, now, ttl (ms), result, error,
+# owner, history entry. Returns 1 when the write applied.
+_WRITE = _APPEND_HISTORY + f"""
+local guards = {lua_guards()}
+local current = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'owner')
+if current[1] then
+  local guard = guards[current[1] .. '>' .. ARGV[2]]
+  if not guard then return 0 end
+  if guard == 'same owner' and current[3] and current[3] ~= ARGV[8] then return 0 end
+  if guard == 'not older' and tonumber(ARGV[3]) < tonumber(current[2]) then return 0 end
+end
 redis.call('HSET', KEYS[1], 'task', ARGV[1], 'status', ARGV[2], 'attempts', ARGV[3],
            'updated_at', ARGV[4], 'result', ARGV[6], 'error', ARGV[7])
+if ARGV[2] == 'running' then redis.call('HSET', KEYS[1], 'owner', ARGV[8]) end
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[4])
+append_history(KEYS[1], ARGV[9])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
@@ -60,32 +108,48 @@ class RedisResultStore:
             socket_timeout=10.0, socket_connect_timeout=5.0,
         )
         self._redis = redis_asyncio.Redis.from_pool(pool)
+        self._queued_script = self._redis.register_script(_QUEUED)
+        self._bind_script = self._redis.register_script(_BIND)
         self._write_script = self._redis.register_script(_WRITE)
 
     async def mark_queued(self, records: list[tuple[str, str]]) -> None:
         if not records:
             return
         now = self._clock()
+        entry = _history_entry("queued", 0, now)
         async with self._redis.pipeline(transaction=False) as pipeline:
             for task_id, task in records:
-                await self._write_script(  # queues the call in the pipeline
+                await self._queued_script(  # queues the call in the pipeline
                     keys=[self.prefix + task_id],
-                    args=self._arguments(task, "queued", 0, now, None, None),
+                    args=[task, repr(now), self._ttl_ms, entry],
                     client=pipeline,
                 )
             await self._guard(pipeline.execute())
 
-    async def mark_running(self, task_id: str, task: str, attempt: int) -> None:
-        await self._write(task_id, task, "running", attempt, None, None)
+    async def bind_key(self, key: str, task_id: str, task: str, fingerprint: str,
+                       ttl: float) -> KeyBinding:
+        now = self._clock()
+        bound = await self._guard(self._bind_script(
+            keys=[self.prefix + "idempotency-key:" + key, self.prefix + task_id],
+            args=[task_id, fingerprint, int(ttl * 1000), task, repr(now), self._ttl_ms,
+                  _history_entry("queued", 0, now)],
+        ))
+        if bound is None:
+            return KeyBinding(task_id, fingerprint, created=True)
+        bound_task_id, _, bound_fingerprint = bound.decode().partition(" ")
+        return KeyBinding(bound_task_id, bound_fingerprint, created=False)
+
+    async def mark_running(self, task_id: str, task: str, attempt: int, owner: str) -> bool:
+        return await self._write(task_id, task, "running", attempt, owner=owner)
 
     async def mark_succeeded(self, task_id: str, task: str, attempts: int, result: Any) -> None:
-        await self._write(task_id, task, "succeeded", attempts, orjson.dumps(result), None)
+        await self._write(task_id, task, "succeeded", attempts, result=orjson.dumps(result))
 
     async def mark_failed(self, task_id: str, task: str, attempts: int, error: str) -> None:
-        await self._write(task_id, task, "failed", attempts, None, error)
+        await self._write(task_id, task, "failed", attempts, error=error)
 
     async def mark_dead(self, task_id: str, task: str, attempts: int, error: str) -> None:
-        await self._write(task_id, task, "dead", attempts, None, error)
+        await self._write(task_id, task, "dead", attempts, error=error)
 
     async def get(self, task_id: str) -> TaskRecord | None:
         stored = await self._guard(self._redis.hgetall(self.prefix + task_id))
@@ -93,6 +157,7 @@ class RedisResultStore:
             return None
         fields = {key.decode(): value for key, value in stored.items()}
         result, error = fields.get("result", b""), fields.get("error", _NO_ERROR.encode())
+        history = orjson.loads(fields["history"]) if fields.get("history") else []
         return TaskRecord(
             id=task_id,
             task=fields["task"].decode(),
@@ -102,20 +167,26 @@ class RedisResultStore:
             updated_at=float(fields["updated_at"]),
             result=orjson.loads(result) if result else None,
             error=None if error == _NO_ERROR.encode() else error.decode(),
+            history=tuple(StatusChange(*entry) for entry in history),
         )
 
     async def close(self) -> None:
         await self._redis.aclose()
 
-    async def _write(self, task_id: str, task: str, status: str, attempts: int,
-                     result: bytes | None, error: str | None) -> None:
-        arguments = self._arguments(task, status, attempts, self._clock(), result, error)
-        await self._guard(self._write_script(keys=[self.prefix + task_id], args=arguments))
+    @property
+    def _ttl_ms(self) -> int:
+        return int(self.ttl * 1000)
 
-    def _arguments(self, task: str, status: str, attempts: int, now: float,
-                   result: bytes | None, error: str | None) -> list[Any]:
-        return [task, status, attempts, repr(now), int(self.ttl * 1000), result or b"",
-                _NO_ERROR if error is None else error]
+    async def _write(self, task_id: str, task: str, status: str, attempts: int, *,
+                     owner: str = "", result: bytes | None = None,
+                     error: str | None = None) -> bool:
+        now = self._clock()
+        arguments: list[Any] = [
+            task, status, attempts, repr(now), self._ttl_ms, result or b"",
+            _NO_ERROR if error is None else error, owner, _history_entry(status, attempts, now)]
+        applied = await self._guard(self._write_script(keys=[self.prefix + task_id],
+                                                       args=arguments))
+        return bool(applied)
 
     async def _guard(self, pending: Any) -> Any:
         from redis.exceptions import RedisError
@@ -124,3 +195,7 @@ class RedisResultStore:
             return await pending
         except (RedisError, OSError) as exc:
             raise ResultStoreError(f"redis result store at {self.url}: {exc}") from exc
+
+
+def _history_entry(status: str, attempts: int, now: float) -> str:
+    return orjson.dumps([status, attempts, now]).decode()

@@ -1,13 +1,11 @@
 """The embedded result store: one SQLite file in WAL mode shared by every local process.
 
-Gateway processes insert ``queued`` records and read them back for ``GET /tasks/<id>``;
-worker processes record running / succeeded / failed / dead. The rules that keep a record
-sane whatever order the writers arrive in live in the SQL itself (``_UPSERT``), so they hold
-across processes, not only within one:
-
-* a final state (``succeeded``, ``dead``) is never overwritten;
-* a write about an older attempt never replaces a newer attempt's state;
-* ``queued`` is only ever inserted, never written over an existing record.
+Gateway processes insert ``queued`` records (and Idempotency-Key bindings) and read them back
+for ``GET /tasks/<id>``; worker processes record running / succeeded / failed / dead. A
+worker's write reads the record and applies ``surge.results.rules`` inside the writer's
+``BEGIN IMMEDIATE`` transaction, which holds SQLite's write lock: the rules hold across
+processes, not only within one. ``queued`` is only ever inserted, never written over an
+existing record.
 
 Threading: reads run inline on the caller's loop (a primary-key lookup in WAL mode takes a
 few microseconds and never waits for a writer). Writes go to one thread per store with its
@@ -35,7 +33,8 @@ from typing import Any
 import orjson
 
 from surge.errors import ResultStoreError
-from surge.results.interface import TaskRecord
+from surge.results.interface import KeyBinding, StatusChange, TaskRecord
+from surge.results.rules import StatusWrite, StoredTask, apply, queued_task
 
 Clock = Callable[[], float]
 
@@ -53,48 +52,64 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at REAL NOT NULL,
     expires_at REAL NOT NULL,
     result BLOB,
-    error TEXT
+    error TEXT,
+    owner TEXT,
+    history TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_by_expiry ON tasks (expires_at);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 """
 
+# Columns added since the first release: a store written by it gets them on open.
+_ADDED_COLUMNS = {"owner": "TEXT", "history": "TEXT"}
+
+_COLUMNS = ("id, task, status, attempts, created_at, updated_at, expires_at, owner, result, "
+            "error, history")
+
 _INSERT_QUEUED = """
-INSERT INTO tasks (id, task, status, attempts, created_at, updated_at, expires_at)
-VALUES (?, ?, 'queued', 0, ?, ?, ?)
+INSERT INTO tasks (id, task, status, attempts, created_at, updated_at, expires_at, history)
+VALUES (?, ?, 'queued', 0, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING
 """
 
-_UPSERT = """
-INSERT INTO tasks (id, task, status, attempts, created_at, updated_at, expires_at, result, error)
-VALUES (:id, :task, :status, :attempts, :now, :now, :expires_at, :result, :error)
-ON CONFLICT (id) DO UPDATE SET
-    task = excluded.task,
-    status = excluded.status,
-    attempts = excluded.attempts,
-    updated_at = excluded.updated_at,
-    expires_at = excluded.expires_at,
-    result = excluded.result,
-    error = excluded.error
-WHERE tasks.status NOT IN ('succeeded', 'dead') AND excluded.attempts >= tasks.attempts
+_REPLACE = f"INSERT OR REPLACE INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+_SELECT_CURRENT = f"SELECT {_COLUMNS} FROM tasks WHERE id = ? AND expires_at > ?"
+
+_SELECT_KEY = """
+SELECT task_id, fingerprint FROM idempotency_keys WHERE key = ? AND expires_at > ?
 """
 
-_SELECT = """
-SELECT id, task, status, attempts, created_at, updated_at, result, error
-FROM tasks WHERE id = ? AND expires_at > ?
+_BIND_KEY = """
+INSERT OR REPLACE INTO idempotency_keys (key, task_id, fingerprint, expires_at)
+VALUES (?, ?, ?, ?)
 """
 
 _PURGE = """
 DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE expires_at <= ? LIMIT ?)
 """
 
+_PURGE_KEYS = """
+DELETE FROM idempotency_keys
+WHERE key IN (SELECT key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)
+"""
+
+Job = Callable[[sqlite3.Connection], Any]
+
 
 @dataclass(slots=True)
 class _Write:
-    """One pending write: the SQL, its parameters, and how to tell the caller it is done."""
+    """One pending write: what to run in the writer's transaction, and the future that gets
+    its return value once the transaction committed."""
 
-    sql: str
-    rows: list[Any]
-    done: asyncio.Future[None]
+    job: Job
+    done: asyncio.Future[Any]
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -132,6 +147,7 @@ class SqliteResultStore:
             self._reader = connect(self.path)
             reader = self._reader
             _retry_while_locked(lambda: reader.executescript(_SCHEMA))
+            _retry_while_locked(lambda: _add_missing_columns(reader))
         except sqlite3.Error as exc:
             raise ResultStoreError(f"cannot open the result store {self.path}: {exc}") from exc
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="surge-results")
@@ -147,35 +163,54 @@ class SqliteResultStore:
         if not records:
             return
         now = self._clock()
-        rows = [(task_id, task, now, now, now + self.ttl) for task_id, task in records]
-        await self._write(_INSERT_QUEUED, rows)
+        history = _history_json((StatusChange("queued", 0, now),))
+        rows = [(task_id, task, now, now, now + self.ttl, history) for task_id, task in records]
 
-    async def mark_running(self, task_id: str, task: str, attempt: int) -> None:
-        await self._upsert(task_id, task, "running", attempt, None, None)
+        def insert(connection: sqlite3.Connection) -> None:
+            connection.executemany(_INSERT_QUEUED, rows)
+
+        await self._write(insert)
+
+    async def bind_key(self, key: str, task_id: str, task: str, fingerprint: str,
+                       ttl: float) -> KeyBinding:
+        now = self._clock()
+        queued = queued_task(task_id, task, now, self.ttl)
+
+        def bind(connection: sqlite3.Connection) -> KeyBinding:
+            bound = connection.execute(_SELECT_KEY, (key, now)).fetchone()
+            if bound is not None:
+                return KeyBinding(bound[0], bound[1], created=False)
+            connection.execute(_BIND_KEY, (key, task_id, fingerprint, now + ttl))
+            connection.execute(_INSERT_QUEUED, (task_id, task, now, now, queued.expires_at,
+                                                _history_json(queued.history)))
+            return KeyBinding(task_id, fingerprint, created=True)
+
+        binding: KeyBinding = await self._write(bind)
+        return binding
+
+    async def mark_running(self, task_id: str, task: str, attempt: int, owner: str) -> bool:
+        return await self._apply(task_id, StatusWrite(task, "running", attempt, owner=owner))
 
     async def mark_succeeded(self, task_id: str, task: str, attempts: int, result: Any) -> None:
-        await self._upsert(task_id, task, "succeeded", attempts, orjson.dumps(result), None)
+        await self._apply(task_id, StatusWrite(task, "succeeded", attempts,
+                                               result=orjson.dumps(result)))
 
     async def mark_failed(self, task_id: str, task: str, attempts: int, error: str) -> None:
-        await self._upsert(task_id, task, "failed", attempts, None, error)
+        await self._apply(task_id, StatusWrite(task, "failed", attempts, error=error))
 
     async def mark_dead(self, task_id: str, task: str, attempts: int, error: str) -> None:
-        await self._upsert(task_id, task, "dead", attempts, None, error)
+        await self._apply(task_id, StatusWrite(task, "dead", attempts, error=error))
 
     async def get(self, task_id: str) -> TaskRecord | None:
         self._check_open()
         try:
-            row = self._reader.execute(_SELECT, (task_id, self._clock())).fetchone()
+            row = self._reader.execute(_SELECT_CURRENT, (task_id, self._clock())).fetchone()
         except sqlite3.Error as exc:
             raise ResultStoreError(f"reading task {task_id}: {exc}") from exc
         if row is None:
             return None
-        record_id, task, status, attempts, created_at, updated_at, result, error = row
-        return TaskRecord(
-            id=record_id, task=task, status=status, attempts=attempts,
-            created_at=created_at, updated_at=updated_at,
-            result=orjson.loads(result) if result is not None else None, error=error,
-        )
+        stored = _stored(row)
+        return stored.record(orjson.loads(stored.result) if stored.result is not None else None)
 
     async def close(self) -> None:
         if self._closed:
@@ -196,22 +231,34 @@ class SqliteResultStore:
             connection.close()
 
     # writing
-    async def _upsert(self, task_id: str, task: str, status: str, attempts: int,
-                      result: bytes | None, error: str | None) -> None:
+    async def _apply(self, task_id: str, write: StatusWrite) -> bool:
+        """Apply ``write`` to the record as it is when the writer's transaction runs."""
         now = self._clock()
-        row = {"id": task_id, "task": task, "status": status, "attempts": attempts, "now": now,
-               "expires_at": now + self.ttl, "result": result, "error": error}
-        await self._write(_UPSERT, [row])
 
-    async def _write(self, sql: str, rows: list[Any]) -> None:
+        def read_modify_write(connection: sqlite3.Connection) -> bool:
+            row = connection.execute(_SELECT_CURRENT, (task_id, now)).fetchone()
+            after = apply(_stored(row) if row is not None else None, task_id, write, now,
+                          self.ttl)
+            if after is None:
+                return False
+            connection.execute(_REPLACE, (
+                after.id, after.task, after.status, after.attempts, after.created_at,
+                after.updated_at, after.expires_at, after.owner, after.result, after.error,
+                _history_json(after.history)))
+            return True
+
+        applied: bool = await self._write(read_modify_write)
+        return applied
+
+    async def _write(self, job: Job) -> Any:
         self._check_open()
         loop = asyncio.get_running_loop()
-        write = _Write(sql, rows, loop.create_future())
+        write = _Write(job, loop.create_future())
         self._pending.append(write)
         if not self._flushing:
             self._flushing = True
             self._flusher = loop.create_task(self._flush_loop())
-        await write.done
+        return await write.done
 
     async def _flush_loop(self) -> None:
         """Commit everything pending in one transaction, repeat while more arrived meanwhile."""
@@ -220,45 +267,49 @@ class SqliteResultStore:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    await loop.run_in_executor(self._writer_thread, self._commit, batch)
+                    results = await loop.run_in_executor(self._writer_thread, self._commit, batch)
                 except Exception as exc:
                     error = ResultStoreError(f"writing task records: {exc}")
                     for write in batch:
                         if not write.done.done():
                             write.done.set_exception(error)
                     continue
-                for write in batch:
+                for write, result in zip(batch, results, strict=True):
                     if not write.done.done():
-                        write.done.set_result(None)
+                        write.done.set_result(result)
         finally:
             self._flushing = False
 
-    def _commit(self, batch: list[_Write]) -> None:
+    def _commit(self, batch: list[_Write]) -> list[Any]:
         """Runs in the writer thread."""
         if self._writer is None:
             self._writer = connect(self.path)
         connection = self._writer
         connection.execute("BEGIN IMMEDIATE")
         try:
-            for write in batch:
-                connection.executemany(write.sql, write.rows)
+            results = [write.job(connection) for write in batch]
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            # SQLite rolls back by itself on some errors (a full disk, for one).
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
             raise
         now = self._clock()
         if now >= self._next_purge_at:
             self._next_purge_at = now + PURGE_INTERVAL
             self._purge(connection, now)
+        return results
 
     @staticmethod
     def _purge(connection: sqlite3.Connection, now: float) -> int:
         deleted = 0
-        while True:
-            cursor = connection.execute(_PURGE, (now, PURGE_CHUNK))
-            deleted += cursor.rowcount
-            if cursor.rowcount < PURGE_CHUNK:
-                return deleted
+        for statement in (_PURGE, _PURGE_KEYS):
+            while True:
+                cursor = connection.execute(statement, (now, PURGE_CHUNK))
+                deleted += cursor.rowcount
+                if cursor.rowcount < PURGE_CHUNK:
+                    break
+        return deleted
 
     def _close_writer(self) -> None:
         if self._writer is not None:
@@ -268,3 +319,27 @@ class SqliteResultStore:
     def _check_open(self) -> None:
         if self._closed:
             raise ResultStoreError("the result store is closed")
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    present = {row[1] for row in connection.execute("PRAGMA table_info(tasks)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in present:
+            try:
+                connection.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it first
+                    raise
+
+
+def _stored(row: tuple[Any, ...]) -> StoredTask:
+    (task_id, task, status, attempts, created_at, updated_at, expires_at, owner, result,
+     error, history) = row
+    changes = tuple(StatusChange(*entry) for entry in orjson.loads(history)) if history else ()
+    return StoredTask(task_id, task, status, attempts, created_at, updated_at, expires_at,
+                      owner, result, error, changes)
+
+
+def _history_json(history: tuple[StatusChange, ...]) -> str:
+    return orjson.dumps([(change.status, change.attempts, change.at)
+                         for change in history]).decode()

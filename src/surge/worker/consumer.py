@@ -4,8 +4,9 @@ One ``Consumer`` drains one queue in one process:
 
 - it receives (long poll, up to 10) only as many messages as it has free slots, with up to
   ``MAX_RECEIVERS`` receives on the wire at once when the slots allow several full batches;
-- each message runs in its own asyncio task: decode → admit (duplicate check) → handler →
-  settle (batched delete; or ChangeMessageVisibility for a retry; or the dead-letter queue);
+- each message runs in its own asyncio task: decode → admit (duplicate check, recorded
+  ``running``) → handler → settle (batched delete; or ChangeMessageVisibility for a retry;
+  or the dead-letter queue);
 - a heartbeat extends the visibility of messages still in hand at half-time, and the handler
   is cancelled once ``max_run_time`` has passed;
 - ``stop()`` stops receiving; running tasks get ``shutdown_timeout`` to finish, then are
@@ -27,7 +28,7 @@ from surge.errors import HandlerError, QueueError, QueueUnavailable
 from surge.queue.interface import OutgoingMessage, QueueClient, ReceivedMessage
 from surge.worker.backoff import full_jitter_delay
 from surge.worker.binding import QueueBinding
-from surge.worker.envelope import PoisonMessage, decode_envelope
+from surge.envelope import PoisonMessage, decode_envelope
 from surge.worker.handlers.base import TaskCall, TaskHandler
 from surge.worker.heartbeat import HeartbeatAction, HeartbeatPolicy, Lease
 from surge.worker.hooks import DeadLetter, HookChain, Job

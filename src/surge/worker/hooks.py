@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from surge.queue.interface import ReceivedMessage
 from surge.results.interface import ResultStore
-from surge.worker.envelope import TaskEnvelope
+from surge.envelope import TaskEnvelope
 from surge.worker.retry import DeadLetterNow, LeaveForRedrive, Retry, RetryDecision
 from surge.worker.stats import WorkerStats
 
@@ -48,7 +48,9 @@ class WorkerHook(Protocol):
     async def on_received(self, message: ReceivedMessage) -> None: ...
 
     async def admit(self, job: Job) -> bool:
-        """False: the task already succeeded; acknowledge the delivery without running it."""
+        """False: the task must not run (it succeeded already, or another copy of it holds
+        it); the delivery is acknowledged without running it. The result recorder records
+        ``running`` here, in the same atomic write as the check."""
         ...
 
     async def on_duplicate(self, job: Job) -> None: ...
@@ -146,17 +148,19 @@ class HookChain:
 
 class ResultRecorder(NoopHook):
     """Task status in the result store: running → succeeded | failed | dead; and the
-    duplicate check (a delivery of a task that already succeeded is not run again)."""
+    duplicate check, made by the store in the same write as ``running``: a task that
+    succeeded is not run again, nor a second copy of a task while the first holds it
+    (``surge.results.rules``)."""
 
     def __init__(self, store: ResultStore) -> None:
         self.store = store
 
     async def admit(self, job: Job) -> bool:
-        record = await self.store.get(job.envelope.id)
-        return record is None or record.status != "succeeded"
-
-    async def on_start(self, job: Job) -> None:
-        await self.store.mark_running(job.envelope.id, job.envelope.task, job.attempt)
+        envelope = job.envelope
+        # The send id names the copy through the dead-letter queue and back; bodies sent by
+        # other clients have none, and their message id stands in.
+        owner = envelope.send_id or job.message.message_id
+        return await self.store.mark_running(envelope.id, envelope.task, job.attempt, owner)
 
     async def on_success(self, job: Job, result: Any) -> None:
         await self.store.mark_succeeded(job.envelope.id, job.envelope.task, job.attempt, result)
