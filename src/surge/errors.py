@@ -33,9 +33,16 @@ class QueueError(SurgeError):
 
 
 class QueueUnavailable(SurgeError):
-    """The queue could not be reached or did not answer in time; the work was not stored."""
+    """The queue could not be reached or did not answer in time. A request that changes
+    the queue (a send) may or may not have been carried out: the connection may have broken
+    after the queue stored it."""
 
     http_status = 503
+
+
+class QueueNotReached(QueueUnavailable):
+    """The request never reached the queue (no connection could be opened for it): nothing
+    was stored."""
 
 
 class ResultStoreError(SurgeError):

@@ -1,4 +1,5 @@
-"""Helpers for gateway tests: processes started on port 0, raw-socket HTTP."""
+"""Helpers for gateway tests: processes started on port 0, raw-socket HTTP, and a transport
+in memory for driving ``HttpConnection`` without sockets."""
 
 from __future__ import annotations
 
@@ -17,6 +18,33 @@ import psutil
 
 HERE = Path(__file__).parent
 SURGE = str(Path(sys.executable).parent / "surge")
+
+
+class MockTransport:
+    """What ``HttpConnection`` needs of a transport, recording what it writes."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closing = False
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 5000) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
 
 
 class Process:

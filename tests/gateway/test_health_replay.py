@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import pytest
+from gateway_support import MockTransport
 
 from surge.config.settings import AccessLogSettings
 from surge.gateway.http import responses
@@ -20,31 +20,6 @@ from surge.gateway.routes.router import Router
 
 GET = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 HEAD = b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-class MockTransport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.closing = False
-        self.paused = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 5000) if name == "peername" else default
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
 
 
 def connect(server: GatewayServer) -> tuple[HttpConnection, MockTransport]:

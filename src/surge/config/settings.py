@@ -194,6 +194,9 @@ class EnqueueRoute(StrictModel):
     queue: str
     task: str
     max_body_size: ByteSize = 256 * 1024  # the payload must fit one SQS message
+    # How long an Idempotency-Key names its task (Stripe keeps keys 24 h); at most
+    # result_backend.ttl, so a key never outlives the record it points to.
+    idempotency_key_ttl: Duration = 86400.0
 
 
 class StaticRoute(StrictModel):
@@ -374,6 +377,13 @@ class Settings(StrictModel):
                 problems.append(
                     f"routes[{index}].enqueue.queue: unknown queue {route.enqueue.queue!r}; "
                     f"defined queues: {sorted(self.queues)}"
+                )
+            if route.enqueue and not 0 < route.enqueue.idempotency_key_ttl \
+                    <= self.result_backend.ttl:
+                problems.append(
+                    f"routes[{index}].enqueue.idempotency_key_ttl: expected more than 0 and "
+                    f"at most result_backend.ttl ({self.result_backend.ttl:g}s; a key must "
+                    f"not outlive its task's record), got {route.enqueue.idempotency_key_ttl:g}s"
                 )
         for name, worker in self.workers.items():
             if worker.queue not in self.queues:

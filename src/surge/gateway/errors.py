@@ -89,3 +89,22 @@ class ClientDisconnected(GatewayHttpError):
 
     http_status = 499
     close_connection = True
+
+
+class UnsupportedMediaType(GatewayHttpError):
+    """The request body's Content-Type is not one the route accepts."""
+
+    http_status = 415
+
+
+class IdempotencyKeyReused(GatewayHttpError):
+    """The Idempotency-Key was first used with a different request body."""
+
+    http_status = 422
+
+
+class OutcomeUnknown(ServiceUnavailable):
+    """The upstream did not confirm in time whether it acted on the request (it may have):
+    a retry may repeat the action, unless the request is idempotent (an Idempotency-Key)."""
+
+    http_status = 504

@@ -4,7 +4,8 @@ One ``asyncio.Protocol`` per connection feeds an httptools response parser; a co
 carries one request at a time and goes back to its host's idle list when the response says
 keep-alive. Whole bodies only (the callers — the SQS client, the admin CLI — send and receive
 small JSON documents). Failures raise ``HttpConnectError`` (could not connect, or the
-connection broke) and ``HttpTimeout``; both leave the caller to decide about retries, except
+connection broke; ``HttpNotSent`` when the request surely never left) and ``HttpTimeout``;
+they leave the caller to decide about retries, except
 one safe case handled here: a *reused* idle connection that the server had already closed,
 detected before any response byte arrived, is retried once on a fresh connection when the
 caller says the request may be repeated (``retry_stale``).
@@ -37,6 +38,11 @@ class HttpClientError(SurgeError):
 
 class HttpConnectError(HttpClientError):
     """Could not connect, or the connection closed before the response was complete."""
+
+
+class HttpNotSent(HttpConnectError):
+    """No connection could be opened for the request: not one byte of it left, so the
+    server did not act on it."""
 
 
 class HttpTimeout(HttpClientError):
@@ -226,7 +232,7 @@ class HttpClient:
         retry_stale: bool | None = None,
     ) -> HttpResponse:
         if self._closed:
-            raise HttpConnectError("the HTTP client is closed")
+            raise HttpNotSent("the HTTP client is closed")
         self._follow_loop()
         origin = Origin.from_url(url)
         parts = urlsplit(url)
@@ -259,7 +265,12 @@ class HttpClient:
                     raise
                 connection.close()
                 self._busy.discard(connection)
-                connection = await self._connect(origin)
+                try:
+                    connection = await self._connect(origin)
+                except HttpNotSent as exc:
+                    # The first attempt went out on the stale connection: it may have been
+                    # acted on before the server closed it.
+                    raise HttpConnectError(str(exc)) from exc
                 self._busy.add(connection)
                 response = await connection.exchange(request, head_only)
         except BaseException:
@@ -322,11 +333,11 @@ class HttpClient:
                     _ResponseProtocol, origin.host, origin.port, ssl=ssl_context
                 )
         except TimeoutError as exc:
-            raise HttpConnectError(
+            raise HttpNotSent(
                 f"connect to {origin.host}:{origin.port} timed out after {self.connect_timeout}s"
             ) from exc
         except OSError as exc:
-            raise HttpConnectError(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
+            raise HttpNotSent(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
         return protocol
 
     def _encode(self, method: str, target: str, origin: Origin,

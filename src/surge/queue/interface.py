@@ -58,8 +58,9 @@ class ReceivedMessage:
 @runtime_checkable
 class QueueClient(Protocol):
     """An async SQS client. Methods raise ``surge.errors.QueueError`` with the AWS error
-    code for a rejected call and ``surge.errors.QueueUnavailable`` when the queue could not
-    be reached (the caller must then assume nothing was stored)."""
+    code for a rejected call (nothing was stored) and ``surge.errors.QueueUnavailable`` when
+    the queue could not be reached or did not answer: a send may or may not have been stored
+    then, unless the error is ``QueueNotReached`` (the request never left)."""
 
     async def create_queue(self, name: str, attributes: dict[str, str] | None = None) -> str:
         """Create (idempotently) and return the queue URL."""

@@ -58,11 +58,13 @@ class TaskRecord:
 class KeyBinding:
     """What an idempotency key names: its task, and the fingerprint of the request that
     bound it. ``created`` is True when this call made the binding (and recorded the task
-    ``queued`` with it); False when the key was already bound."""
+    ``queued`` with it); False when the key was already bound. ``sent``: the queue has
+    confirmed a send of the task (``mark_key_sent``)."""
 
     task_id: str
     fingerprint: str
     created: bool
+    sent: bool = False
 
 
 @runtime_checkable
@@ -76,6 +78,11 @@ class ResultStore(Protocol):
         """Bind idempotency ``key`` to ``task_id`` for ``ttl`` seconds and record the task
         queued, in one atomic write; or, if ``key`` is bound already (and not expired), the
         existing binding, changing nothing."""
+        ...
+
+    async def mark_key_sent(self, key: str) -> None:
+        """Note on ``key``'s binding that the queue confirmed a send of its task, so a retry
+        with the key need not send it again."""
         ...
 
     async def mark_running(self, task_id: str, task: str, attempt: int, owner: str) -> bool:

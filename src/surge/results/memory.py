@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -32,12 +33,16 @@ class MemoryResultStore:
         now = self._clock()
         bound = self._keys.get(key)
         if bound is not None and bound[1] > now:
-            binding, _ = bound
-            return KeyBinding(binding.task_id, binding.fingerprint, created=False)
+            return replace(bound[0], created=False)
         binding = KeyBinding(task_id, fingerprint, created=True)
         self._keys[key] = (binding, now + ttl)
         self._insert_queued(task_id, task, now)
         return binding
+
+    async def mark_key_sent(self, key: str) -> None:
+        bound = self._keys.get(key)
+        if bound is not None:
+            self._keys[key] = (replace(bound[0], sent=True), bound[1])
 
     async def mark_running(self, task_id: str, task: str, attempt: int, owner: str) -> bool:
         return self._apply(task_id, StatusWrite(task, "running", attempt, owner=owner))

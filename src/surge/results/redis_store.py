@@ -56,14 +56,22 @@ _QUEUED = _APPEND_HISTORY + _INSERT_QUEUED + """
 return insert_queued(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 
-# KEYS: the binding, the task's hash. ARGV: task id, fingerprint, key ttl (ms), task, now,
-# record ttl (ms), history entry. Returns the existing binding, or nil once it made one.
+# KEYS: the binding (a hash), the task's hash. ARGV: task id, fingerprint, key ttl (ms),
+# task, now, record ttl (ms), history entry. Returns the existing binding's task id,
+# fingerprint and sent flag, or nil once it made one.
 _BIND = _APPEND_HISTORY + _INSERT_QUEUED + """
-local bound = redis.call('GET', KEYS[1])
-if bound then return bound end
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
+local bound = redis.call('HMGET', KEYS[1], 'task_id', 'fingerprint', 'sent')
+if bound[1] then return bound end
+redis.call('HSET', KEYS[1], 'task_id', ARGV[1], 'fingerprint', ARGV[2], 'sent', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 insert_queued(KEYS[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 return false
+"""
+
+# KEYS[1]: the binding. Marks it sent if it still exists (never re-creates an expired one).
+_KEY_SENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'sent', 1) end
+return 0
 """
 
 # KEYS[1]: the task's hash. ARGV: task, status, attempts, now, ttl (ms), result, error,
@@ -110,6 +118,7 @@ class RedisResultStore:
         self._redis = redis_asyncio.Redis.from_pool(pool)
         self._queued_script = self._redis.register_script(_QUEUED)
         self._bind_script = self._redis.register_script(_BIND)
+        self._key_sent_script = self._redis.register_script(_KEY_SENT)
         self._write_script = self._redis.register_script(_WRITE)
 
     async def mark_queued(self, records: list[tuple[str, str]]) -> None:
@@ -130,14 +139,17 @@ class RedisResultStore:
                        ttl: float) -> KeyBinding:
         now = self._clock()
         bound = await self._guard(self._bind_script(
-            keys=[self.prefix + "idempotency-key:" + key, self.prefix + task_id],
+            keys=[self._key(key), self.prefix + task_id],
             args=[task_id, fingerprint, int(ttl * 1000), task, repr(now), self._ttl_ms,
                   _history_entry("queued", 0, now)],
         ))
         if bound is None:
             return KeyBinding(task_id, fingerprint, created=True)
-        bound_task_id, _, bound_fingerprint = bound.decode().partition(" ")
-        return KeyBinding(bound_task_id, bound_fingerprint, created=False)
+        bound_task_id, bound_fingerprint, sent = (value.decode() for value in bound)
+        return KeyBinding(bound_task_id, bound_fingerprint, created=False, sent=sent == "1")
+
+    async def mark_key_sent(self, key: str) -> None:
+        await self._guard(self._key_sent_script(keys=[self._key(key)]))
 
     async def mark_running(self, task_id: str, task: str, attempt: int, owner: str) -> bool:
         return await self._write(task_id, task, "running", attempt, owner=owner)
@@ -172,6 +184,9 @@ class RedisResultStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+    def _key(self, key: str) -> str:
+        return self.prefix + "idempotency-key:" + key
 
     @property
     def _ttl_ms(self) -> int:

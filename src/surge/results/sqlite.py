@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY,
     task_id TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0,
     expires_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_keys_by_expiry ON idempotency_keys (expires_at);
@@ -83,8 +84,10 @@ _REPLACE = f"INSERT OR REPLACE INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?,
 _SELECT_CURRENT = f"SELECT {_COLUMNS} FROM tasks WHERE id = ? AND expires_at > ?"
 
 _SELECT_KEY = """
-SELECT task_id, fingerprint FROM idempotency_keys WHERE key = ? AND expires_at > ?
+SELECT task_id, fingerprint, sent FROM idempotency_keys WHERE key = ? AND expires_at > ?
 """
+
+_KEY_SENT = "UPDATE idempotency_keys SET sent = 1 WHERE key = ?"
 
 _BIND_KEY = """
 INSERT OR REPLACE INTO idempotency_keys (key, task_id, fingerprint, expires_at)
@@ -179,7 +182,7 @@ class SqliteResultStore:
         def bind(connection: sqlite3.Connection) -> KeyBinding:
             bound = connection.execute(_SELECT_KEY, (key, now)).fetchone()
             if bound is not None:
-                return KeyBinding(bound[0], bound[1], created=False)
+                return KeyBinding(bound[0], bound[1], created=False, sent=bool(bound[2]))
             connection.execute(_BIND_KEY, (key, task_id, fingerprint, now + ttl))
             connection.execute(_INSERT_QUEUED, (task_id, task, now, now, queued.expires_at,
                                                 _history_json(queued.history)))
@@ -187,6 +190,12 @@ class SqliteResultStore:
 
         binding: KeyBinding = await self._write(bind)
         return binding
+
+    async def mark_key_sent(self, key: str) -> None:
+        def update(connection: sqlite3.Connection) -> None:
+            connection.execute(_KEY_SENT, (key,))
+
+        await self._write(update)
 
     async def mark_running(self, task_id: str, task: str, attempt: int, owner: str) -> bool:
         return await self._apply(task_id, StatusWrite(task, "running", attempt, owner=owner))

@@ -24,11 +24,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from surge.envelope import PoisonMessage, decode_envelope
 from surge.errors import HandlerError, QueueError, QueueUnavailable
 from surge.queue.interface import OutgoingMessage, QueueClient, ReceivedMessage
 from surge.worker.backoff import full_jitter_delay
 from surge.worker.binding import QueueBinding
-from surge.envelope import PoisonMessage, decode_envelope
 from surge.worker.handlers.base import TaskCall, TaskHandler
 from surge.worker.heartbeat import HeartbeatAction, HeartbeatPolicy, Lease
 from surge.worker.hooks import DeadLetter, HookChain, Job

@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from surge.envelope import TaskEnvelope
 from surge.queue.interface import ReceivedMessage
 from surge.results.interface import ResultStore
-from surge.envelope import TaskEnvelope
 from surge.worker.retry import DeadLetterNow, LeaveForRedrive, Retry, RetryDecision
 from surge.worker.stats import WorkerStats
 

@@ -27,7 +27,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from surge.errors import QueueError, QueueUnavailable
+from surge.errors import QueueError, QueueNotReached, QueueUnavailable
 from surge.queue.client.rules import MAX_BATCH_ENTRIES
 from surge.queue.interface import OutgoingMessage, QueueClient, SendResult
 
@@ -176,9 +176,11 @@ class BatchingSender:
             for waiting in batch:
                 _fail(waiting, QueueError(exc.code, str(exc), sender_fault=exc.sender_fault), exc)
             return
-        except Exception as exc:  # QueueUnavailable, or a backend bug: nothing was stored
+        except Exception as exc:  # QueueUnavailable, or a backend bug: maybe stored
+            # QueueNotReached stays itself: its callers may know that nothing was stored.
+            unavailable = QueueNotReached if isinstance(exc, QueueNotReached) else QueueUnavailable
             for waiting in batch:
-                _fail(waiting, QueueUnavailable(f"SendMessageBatch to {queue}: {exc}"), exc)
+                _fail(waiting, unavailable(f"SendMessageBatch to {queue}: {exc}"), exc)
             return
         self.batches_sent += 1
         failed_entries = {failure.index: failure for failure in failures}

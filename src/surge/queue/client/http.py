@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from surge.errors import QueueError, QueueUnavailable
-from surge.httpkit.client import HttpClient, HttpClientError, HttpResponse
+from surge.errors import QueueError, QueueNotReached, QueueUnavailable
+from surge.httpkit.client import HttpClient, HttpClientError, HttpNotSent, HttpResponse
 from surge.queue.client.rules import normalize_error_code
 from surge.queue.client.sqs_verbs import UNAVAILABLE_CODES, SqsVerbsClient
 
@@ -68,6 +68,8 @@ class HttpQueueClient(SqsVerbsClient):
                 # connection is as safe as botocore's own retry of it.
                 retry_stale=True,
             )
+        except HttpNotSent as exc:
+            raise QueueNotReached(f"{action} to {self.endpoint}: {exc}") from exc
         except HttpClientError as exc:
             raise QueueUnavailable(f"{action} to {self.endpoint}: {exc}") from exc
         if response.status >= 300:

@@ -15,8 +15,8 @@ from surge.queue.client import wire
 from surge.queue.client.rules import check_batch_size
 from surge.queue.interface import BatchFailure, OutgoingMessage, ReceivedMessage, SendResult
 
-# Error codes meaning the service could not take the request now: the caller must treat the
-# work as not stored (``QueueUnavailable``), not as refused (``QueueError``).
+# Error codes meaning the service could not take the request now (``QueueUnavailable``: the
+# caller cannot count on the work being stored), not that it refused it (``QueueError``).
 UNAVAILABLE_CODES = frozenset(
     {"ServiceUnavailable", "InternalError", "InternalFailure", "RequestThrottled",
      "ThrottlingException", "KmsThrottled"}
