@@ -117,6 +117,7 @@ def test_enqueue_202_only_when_stored_then_503_when_queue_dies(tmp_path: Path) -
         process = start_gateway(gateway_config(tmp_path, queue.address))
         raw = b'{"width": 300}'
         status, headers, body = request(process.port, b"POST /jobs HTTP/1.1\r\nHost: x\r\n"
+                                        b"Content-Type: application/json\r\n"
                                         b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw))
         assert status == 202, body
         answer = json.loads(body)
@@ -136,13 +137,59 @@ def test_enqueue_202_only_when_stored_then_503_when_queue_dies(tmp_path: Path) -
         assert get(process.port, "/tasks/no-such-id")[0] == 404
         # invalid JSON: a precise 400
         status, _, body = request(process.port, b"POST /jobs HTTP/1.1\r\nHost: x\r\n"
+                                  b"Content-Type: application/json\r\n"
                                   b"Content-Length: 5\r\n\r\n{\"a\":")
         assert status == 400 and b"line 1 column" in body
         queue.kill()
         for _ in range(3):
             status, headers, _ = request(process.port, b"POST /jobs HTTP/1.1\r\nHost: x\r\n"
+                                         b"Content-Type: application/json\r\n"
                                          b"Content-Length: 2\r\n\r\n{}")
+            # The queue's port is closed: the request never left, nothing was stored.
             assert status == 503 and int(headers["retry-after"]) > 0
+    finally:
+        queue.kill()
+        if process is not None:
+            process.stop()
+
+
+def post_json(port: int, body: bytes, *headers: bytes,
+              content_type: bytes = b"application/json") -> tuple[int, dict[str, str], bytes]:
+    extra = b"".join(header + b"\r\n" for header in headers)
+    return request(port, b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n%s"
+                         b"Content-Length: %d\r\n\r\n%s"
+                   % (content_type, extra, len(body), body))
+
+
+def test_enqueue_refuses_hostile_input_and_keeps_keys_over_real_sockets(tmp_path: Path) -> None:
+    """The route's refusals and Idempotency-Key through the real server, queue server and
+    SQLite result store (the socket-free suite is tests/gateway/test_enqueue.py)."""
+    queue = QueueServer(tmp_path / "queue-data")
+    process = None
+    try:
+        sqs: Any = boto3.client(
+            "sqs", endpoint_url=queue.endpoint, region_name="us-east-1",
+            aws_access_key_id="AKID", aws_secret_access_key="secret",
+            config=Config(retries={"max_attempts": 1}))
+        queue_url = sqs.create_queue(QueueName="jobs")["QueueUrl"]
+        process = start_gateway(gateway_config(tmp_path, queue.address, processes=1))
+        port = process.port
+        assert post_json(port, b'{"a": 1}', content_type=b"text/plain")[0] == 415
+        status, _, body = post_json(port, b"[" * 300 + b"]" * 300)
+        assert status == 400 and b"nested deeper than 253 levels" in body
+        status, _, body = post_json(port, b"[" * 2000 + b"]" * 2000)
+        assert status == 400 and b"nested deeper than 253 levels" in body
+        assert post_json(port, b"{}", b"Idempotency-Key: " + b"k" * 256)[0] == 400
+        first = post_json(port, b'{"n": 7}', b"Idempotency-Key: order-7")
+        again = post_json(port, b'{"n": 7}', b"Idempotency-Key: order-7")
+        assert first[0] == again[0] == 202
+        assert json.loads(first[2])["id"] == json.loads(again[2])["id"]
+        assert again[1]["location"] == first[1]["location"]
+        assert again[1]["idempotent-replayed"] == "true"
+        assert post_json(port, b'{"n": 8}', b"Idempotency-Key: order-7")[0] == 422
+        received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                       WaitTimeSeconds=1).get("Messages", [])
+        assert [json.loads(m["Body"])["id"] for m in received] == [json.loads(first[2])["id"]]
     finally:
         queue.kill()
         if process is not None:
