@@ -7,13 +7,18 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from surge.errors import QueueNotReached, QueueUnavailable
 from surge.httpkit.client import (
     HttpClient,
     HttpClientError,
     HttpConnectError,
+    HttpNotSent,
     HttpTimeout,
     Origin,
 )
+from surge.queue.client.batching import BatchingSender
+from surge.queue.client.http import HttpQueueClient
+from surge.queue.interface import OutgoingMessage
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -197,6 +202,60 @@ def test_timeout_and_connection_errors() -> None:
         with pytest.raises(HttpConnectError, match="cannot connect"):
             await client.request("GET", url)
         await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_only_a_request_that_never_left_is_not_sent() -> None:
+    """``HttpNotSent`` (and ``QueueNotReached`` above it) promises that the server did not
+    act on the request: only when no connection opened. A request that went out on a
+    connection that then broke may have been acted on, even when the stale-connection retry
+    then finds the server gone."""
+    server: asyncio.Server | None = None
+
+    async def hang_up_after_reading(reader: asyncio.StreamReader,
+                                    writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+
+    async def answer_once_then_go_away(reader: asyncio.StreamReader,
+                                       writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)  # the next request arrives: the server stops listening
+        assert server is not None
+        server.close()
+
+    async def scenario() -> None:
+        nonlocal server
+        client = HttpClient()
+        server, url, _ = await serve(keep_alive_echo)
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(HttpNotSent, match="cannot connect"):
+            await client.request("POST", url, body=b"x")
+        with pytest.raises(QueueNotReached):
+            await HttpQueueClient(url, http=client).send("jobs", OutgoingMessage("x"))
+        with pytest.raises(QueueNotReached):
+            await BatchingSender(HttpQueueClient(url, http=client)).send(
+                "jobs", OutgoingMessage("x"))
+        server, url, _ = await serve(hang_up_after_reading)
+        with pytest.raises(HttpConnectError) as broke:
+            await client.request("POST", url, body=b"x")
+        assert not isinstance(broke.value, HttpNotSent)
+        with pytest.raises(QueueUnavailable) as unavailable:
+            await BatchingSender(HttpQueueClient(url, http=client)).send(
+                "jobs", OutgoingMessage("x"))
+        assert not isinstance(unavailable.value, QueueNotReached)
+        server.close()
+        server, url, _ = await serve(answer_once_then_go_away)
+        await client.request("POST", url, body=b"1")
+        with pytest.raises(HttpConnectError) as retried:
+            await client.request("POST", url, body=b"2", retry_stale=True)
+        assert not isinstance(retried.value, HttpNotSent), retried.value
+        await client.close()
+        with pytest.raises(HttpNotSent, match="closed"):
+            await client.request("POST", url, body=b"3")
 
     asyncio.run(scenario())
 
