@@ -24,7 +24,7 @@ from surge.gateway.http.state import (
 )
 from surge.gateway.http.writer import ResponseStream
 from surge.gateway.process import plan_processes
-from surge.gateway.routes.enqueue import build_envelope, parse_payload
+from surge.gateway.routes.enqueue import parse_payload
 from surge.gateway.routes.router import MethodNotAllowedHandler, NotFoundHandler, RouteEntry, Router
 from surge.gateway.routes.static import (
     FileValidators,
@@ -250,12 +250,10 @@ def test_conditional_requests(site: Path) -> None:
     assert not is_not_modified([(b"if-modified-since", b"garbage")], validators)
 
 
-# enqueue envelope
+# enqueue payload (the envelope: tests/unit/test_envelope.py)
 
 
-def test_envelope() -> None:
-    assert build_envelope("resize", {"w": 1}, 12.5, "id-1") == {
-        "task": "resize", "payload": {"w": 1}, "timestamp": 12.5, "id": "id-1"}
+def test_payload() -> None:
     assert parse_payload(b' [1, "x"] ') == [1, "x"]
 
 
