@@ -3,6 +3,7 @@ task status, SIGTERM, many connections at once, streaming a large body in bounde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -105,16 +106,32 @@ def test_health_and_access_log(gateway: Process, tmp_path: Path) -> None:
     assert {"time", "client", "bytes", "duration"} <= set(lines[0])
 
 
-def test_enqueue_202_only_when_stored_then_503_when_queue_dies(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def queue_with_jobs(tmp_path: Path) -> Iterator[tuple[QueueServer, Any, str]]:
+    """A queue server with the queue "jobs": the server, a boto3 client, the queue's URL."""
     queue = QueueServer(tmp_path / "queue-data")
-    process = None
     try:
         sqs: Any = boto3.client(
             "sqs", endpoint_url=queue.endpoint, region_name="us-east-1",
             aws_access_key_id="AKID", aws_secret_access_key="secret",
             config=Config(retries={"max_attempts": 1}))
-        queue_url = sqs.create_queue(QueueName="jobs")["QueueUrl"]
-        process = start_gateway(gateway_config(tmp_path, queue.address))
+        yield queue, sqs, sqs.create_queue(QueueName="jobs")["QueueUrl"]
+    finally:
+        queue.kill()
+
+
+@contextlib.contextmanager
+def running_gateway(config: Path) -> Iterator[Process]:
+    process = start_gateway(config)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_enqueue_202_only_when_stored_then_503_when_queue_dies(tmp_path: Path) -> None:
+    with queue_with_jobs(tmp_path) as (queue, sqs, queue_url), \
+            running_gateway(gateway_config(tmp_path, queue.address)) as process:
         raw = b'{"width": 300}'
         status, headers, body = request(process.port, b"POST /jobs HTTP/1.1\r\nHost: x\r\n"
                                         b"Content-Type: application/json\r\n"
@@ -147,10 +164,6 @@ def test_enqueue_202_only_when_stored_then_503_when_queue_dies(tmp_path: Path) -
                                          b"Content-Length: 2\r\n\r\n{}")
             # The queue's port is closed: the request never left, nothing was stored.
             assert status == 503 and int(headers["retry-after"]) > 0
-    finally:
-        queue.kill()
-        if process is not None:
-            process.stop()
 
 
 def post_json(port: int, body: bytes, *headers: bytes,
@@ -164,15 +177,8 @@ def post_json(port: int, body: bytes, *headers: bytes,
 def test_enqueue_refuses_hostile_input_and_keeps_keys_over_real_sockets(tmp_path: Path) -> None:
     """The route's refusals and Idempotency-Key through the real server, queue server and
     SQLite result store (the socket-free suite is tests/gateway/test_enqueue.py)."""
-    queue = QueueServer(tmp_path / "queue-data")
-    process = None
-    try:
-        sqs: Any = boto3.client(
-            "sqs", endpoint_url=queue.endpoint, region_name="us-east-1",
-            aws_access_key_id="AKID", aws_secret_access_key="secret",
-            config=Config(retries={"max_attempts": 1}))
-        queue_url = sqs.create_queue(QueueName="jobs")["QueueUrl"]
-        process = start_gateway(gateway_config(tmp_path, queue.address, processes=1))
+    with queue_with_jobs(tmp_path) as (queue, sqs, queue_url), \
+            running_gateway(gateway_config(tmp_path, queue.address, processes=1)) as process:
         port = process.port
         assert post_json(port, b'{"a": 1}', content_type=b"text/plain")[0] == 415
         status, _, body = post_json(port, b"[" * 300 + b"]" * 300)
@@ -190,10 +196,6 @@ def test_enqueue_refuses_hostile_input_and_keeps_keys_over_real_sockets(tmp_path
         received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
                                        WaitTimeSeconds=1).get("Messages", [])
         assert [json.loads(m["Body"])["id"] for m in received] == [json.loads(first[2])["id"]]
-    finally:
-        queue.kill()
-        if process is not None:
-            process.stop()
 
 
 def test_sigterm_finishes_in_flight_and_exits_0() -> None:
