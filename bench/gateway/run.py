@@ -7,6 +7,8 @@
    processes. Goal: zero socket errors, ≥ 0.9× nginx's requests/s.
 4. The enqueue route at 1,000 connections against ``surge queue serve``: accepted (202)
    tasks/s, and every accepted task is in the queue afterwards (GetQueueAttributes).
+   ``enqueue-keys`` (not in the default set): the same with a new Idempotency-Key on every
+   request (the key's binding is written with the queued record, then marked sent).
 5. Memory per idle keep-alive connection (RSS growth of the gateway processes / connections).
 2-3. ``bench/gateway/proxy.py`` (the proxy's benchmarks) when it exists.
 
@@ -67,6 +69,18 @@ wrk.body = '{"image": "cat.png", "width": 300}'
 wrk.headers["Content-Type"] = "application/json"
 """
 
+# Every request with a key of its own: a random prefix per wrk process and a counter.
+ENQUEUE_KEYS_SCRIPT = ENQUEUE_SCRIPT + """
+math.randomseed(os.time() + os.clock() * 1000000)
+local prefix = tostring(math.random(1, 2147483647)) .. "-"
+local counter = 0
+request = function()
+  counter = counter + 1
+  wrk.headers["Idempotency-Key"] = prefix .. counter
+  return wrk.format()
+end
+"""
+
 
 def start_gateway(work: Path, processes: int, queue: str = "127.0.0.1:1") -> tuple[Server, int]:
     work.mkdir(parents=True, exist_ok=True)
@@ -116,23 +130,26 @@ def bench_health(work: Path, duration: int, per_wrk: int) -> list[dict[str, Any]
     return rows
 
 
-def bench_enqueue(work: Path, duration: int, connections: int) -> list[dict[str, Any]]:
+def bench_enqueue(work: Path, duration: int, connections: int,
+                  keys: bool = False) -> list[dict[str, Any]]:
     import boto3
     from botocore.config import Config
 
     sys.path.insert(0, str(REPO / "tests" / "gateway"))
     from gateway_support import QueueServer  # the same launcher the tests use
 
-    queue = QueueServer(work / "queue-data")
+    suffix = "-keys" if keys else ""
+    queue = QueueServer(work / f"queue-data{suffix}")
     gateway = None
     try:
         sqs: Any = boto3.client("sqs", endpoint_url=queue.endpoint, region_name="us-east-1",
                                 aws_access_key_id="AKID", aws_secret_access_key="secret",
                                 config=Config(retries={"max_attempts": 1}))
         queue_url = sqs.create_queue(QueueName="jobs")["QueueUrl"]
-        gateway, port = start_gateway(work / "gateway-enqueue", ENQUEUE_PROCESSES, queue.address)
+        gateway, port = start_gateway(work / f"gateway-enqueue{suffix}", ENQUEUE_PROCESSES,
+                                      queue.address)
         script = work / "enqueue.lua"
-        script.write_text(ENQUEUE_SCRIPT)
+        script.write_text(ENQUEUE_KEYS_SCRIPT if keys else ENQUEUE_SCRIPT)
         result = total(run_wrk_parallel([f"http://127.0.0.1:{port}/jobs"], connections,
                                         duration, script=str(script)))
         gateway.stop()
@@ -145,7 +162,8 @@ def bench_enqueue(work: Path, duration: int, connections: int) -> list[dict[str,
             gateway.stop()
         queue.kill()
     accepted = result.requests - result.non_2xx
-    return [{"bench": f"4. enqueue, {connections} conns", "server": "surge gateway + queue",
+    label = "enqueue with keys" if keys else "enqueue"
+    return [{"bench": f"4. {label}, {connections} conns", "server": "surge gateway + queue",
              "req/s": round(accepted / max(result.seconds, 0.001)),
              "socket errors": result.errors,
              "non-2xx": f"{result.non_2xx} refused; accepted "
@@ -211,6 +229,8 @@ def main() -> None:
             rows += bench_health(work, duration, 2000 if args.quick else 17000)
         if "enqueue" in chosen:
             rows += bench_enqueue(work, duration, 1000)
+        if "enqueue-keys" in chosen:
+            rows += bench_enqueue(work, duration, 1000, keys=True)
         if "memory" in chosen:
             rows += bench_memory(work, 2000 if args.quick else 15000)
         if "proxy" in chosen:

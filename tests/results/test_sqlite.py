@@ -54,6 +54,43 @@ def test_records_expire_after_ttl_and_are_purged(tmp_path: Path) -> None:
     run(tmp_path / "r.db", scenario, ttl=100)
 
 
+def test_a_write_after_expiry_starts_a_fresh_record(tmp_path: Path) -> None:
+    """An expired record is as good as absent (``get`` no longer sees it): the next write
+    makes a new one, with a new history and no owner, as a store without it would."""
+    async def scenario(store: SqliteResultStore, clock: FakeClock) -> None:
+        assert await store.mark_running("t", "job", 1, "first")
+        clock.now += 200
+        assert await store.get("t") is None
+        assert await store.mark_running("t", "job", 1, "second")  # no longer held by "first"
+        record = await store.get("t")
+        assert record is not None and record.created_at == clock.now
+        assert [(c.status, c.at) for c in record.history] == [("running", clock.now)]
+
+    run(tmp_path / "r.db", scenario, ttl=100)
+
+
+_FIRST_SCHEMA = """
+CREATE TABLE tasks (id TEXT PRIMARY KEY, task TEXT NOT NULL, status TEXT NOT NULL,
+    attempts INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    expires_at REAL NOT NULL, result BLOB, error TEXT) WITHOUT ROWID;
+INSERT INTO tasks VALUES ('old', 'job', 'dead', 3, 1.0, 2.0, 9e18, NULL, 'gave up');
+"""
+
+
+def test_a_store_written_by_the_first_release_is_upgraded(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "r.db") as first:
+        first.executescript(_FIRST_SCHEMA)
+
+    async def scenario(store: SqliteResultStore, clock: FakeClock) -> None:
+        record = await store.get("old")
+        assert record is not None and (record.status, record.history) == ("dead", ())
+        assert await store.mark_running("old", "job", 1, "m")  # redriven
+        record = await store.get("old")
+        assert record is not None and [c.status for c in record.history] == ["running"]
+
+    run(tmp_path / "r.db", scenario)
+
+
 def test_concurrent_writes_are_group_committed(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     commits: list[int] = []

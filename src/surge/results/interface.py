@@ -5,8 +5,8 @@ Lifecycle of ``status``: queued → running → succeeded | failed (will be retr
 (dead-lettered). ``failed`` goes back to ``running`` on the next delivery, and ``dead`` goes
 back to ``running`` when the task is redriven from the dead-letter queue. Only ``succeeded``
 is final. Which write applies in which state is one table, ``surge.results.rules``; every
-implementation follows it (the SQLite and memory stores call it, the Redis store's script
-mirrors it, and one contract suite runs over all three).
+implementation follows it (the memory store calls it, the SQLite statement and the Redis
+script are generated from it, and one contract suite runs over all three).
 """
 
 from __future__ import annotations

@@ -18,9 +18,17 @@ import orjson
 
 from surge.errors import ResultStoreError
 from surge.results.interface import KeyBinding, StatusChange, TaskRecord
-from surge.results.rules import HISTORY_LIMIT, lua_guards
+from surge.results.rules import HISTORY_LIMIT, TRANSITIONS
 
 Clock = Callable[[], float]
+
+
+def _guards_lua() -> str:
+    """``TRANSITIONS`` as a Lua table constructor, ``{["queued>running"] = "always", …}``."""
+    entries = ", ".join(f'["{now}>{written}"] = "{guard.value}"'
+                        for (now, written), guard in TRANSITIONS.items())
+    return "{" + entries + "}"
+
 
 # Appends ARGV[entry] to the hash KEYS[1]'s history, keeping the newest HISTORY_LIMIT.
 _APPEND_HISTORY = f"""
@@ -77,7 +85,7 @@ return 0
 # KEYS[1]: the task's hash. ARGV: task, status, attempts, now, ttl (ms), result, error,
 # owner, history entry. Returns 1 when the write applied.
 _WRITE = _APPEND_HISTORY + f"""
-local guards = {lua_guards()}
+local guards = {_guards_lua()}
 local current = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'owner')
 if current[1] then
   local guard = guards[current[1] .. '>' .. ARGV[2]]

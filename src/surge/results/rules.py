@@ -12,13 +12,14 @@ first to start holds the task, and the other is refused while the holder is runn
 waiting to retry (its own message is still in the queue, so nothing is lost). A redelivery
 of the same message has the same owner and runs, as SQS's at-least-once delivery asks.
 
-The SQLite and memory stores call ``apply``; the Redis store's script is generated from the
-same table (``lua_guards``).
+The memory store calls ``apply``; the SQLite store's UPSERT condition and the Redis store's
+script are generated from the same table, and one contract suite (tests/results) runs every
+store through every pair of it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 
 from surge.results.interface import StatusChange, TaskRecord, TaskStatus
@@ -113,20 +114,11 @@ def apply(current: StoredTask | None, task_id: str, write: StatusWrite, now: flo
         return None
     change = StatusChange(write.status, write.attempts, now)
     if current is None:
-        current = StoredTask(task_id, write.task, write.status, write.attempts, now, now,
-                             now + ttl)
-    return replace(
-        current, task=write.task, status=write.status, attempts=write.attempts,
-        updated_at=now, expires_at=now + ttl,
-        # Only a start changes hands; the outcome of a run leaves its owner on record.
-        owner=write.owner if write.status == "running" else current.owner,
-        result=write.result, error=write.error,
-        history=(*current.history, change)[-HISTORY_LIMIT:],
-    )
+        return StoredTask(task_id, write.task, write.status, write.attempts, now, now, now + ttl,
+                          write.owner, write.result, write.error, (change,))
+    # Only a start changes hands; the outcome of a run leaves its owner on record.
+    owner = write.owner if write.status == "running" else current.owner
+    return StoredTask(task_id, write.task, write.status, write.attempts, current.created_at,
+                      now, now + ttl, owner, write.result, write.error,
+                      (*current.history, change)[-HISTORY_LIMIT:])
 
-
-def lua_guards() -> str:
-    """``TRANSITIONS`` as a Lua table constructor, ``{["queued>running"] = "always", …}``."""
-    entries = ", ".join(f'["{now}>{written}"] = "{guard.value}"'
-                        for (now, written), guard in TRANSITIONS.items())
-    return "{" + entries + "}"
