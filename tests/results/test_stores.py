@@ -220,6 +220,9 @@ def test_idempotency_key_binds_once_with_the_queued_record(make_store: StoreFact
                                          for i in range(20)))
         assert sum(binding.created for binding in results) == 1
         assert len({binding.task_id for binding in results}) == 1
+        for forged in ("idempotency-key:k1", "-idempotency-key:k1", ":k1", "", "\x00",
+                       "x" * 10_000):  # what GET /tasks/<id> may ask
+            assert await store.get(forged) is None
         await store.bind_key("short", "task-e", "job", "fp-e", 0.05)
         await asyncio.sleep(0.1)
         expired = await store.bind_key("short", "task-f", "job", "fp-f", 60)

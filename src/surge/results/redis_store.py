@@ -117,6 +117,9 @@ class RedisResultStore:
         self.url = url
         self.ttl = ttl
         self.prefix = prefix
+        # Beside the tasks, never under them: no task id (``GET /tasks/<anything>``) can name
+        # a key's binding.
+        self.key_prefix = prefix.rstrip(":") + "-idempotency-key:"
         self._clock = clock
         # A blocking pool: a burst of writes waits for a connection instead of failing.
         pool = redis_asyncio.BlockingConnectionPool.from_url(
@@ -176,6 +179,8 @@ class RedisResultStore:
         if not stored:
             return None
         fields = {key.decode(): value for key, value in stored.items()}
+        if "status" not in fields:  # not a task's record (a foreign key under the prefix)
+            return None
         result, error = fields.get("result", b""), fields.get("error", _NO_ERROR.encode())
         history = orjson.loads(fields["history"]) if fields.get("history") else []
         return TaskRecord(
@@ -194,7 +199,7 @@ class RedisResultStore:
         await self._redis.aclose()
 
     def _key(self, key: str) -> str:
-        return self.prefix + "idempotency-key:" + key
+        return self.key_prefix + key
 
     @property
     def _ttl_ms(self) -> int:
