@@ -34,6 +34,7 @@ from surge.gateway.http.server import GatewayServer
 from surge.gateway.routes import enqueue
 from surge.gateway.routes.enqueue import EnqueueHandler, MessageSender, QueuedRecorder
 from surge.gateway.routes.router import RouteEntry, Router
+from surge.gateway.routes.tasks import TASKS_PREFIX, TaskStatusHandler
 from surge.httpkit.media import json_media_type_problem
 from surge.queue.client.memory import MemoryQueueClient
 from surge.queue.interface import OutgoingMessage, SendResult
@@ -79,6 +80,7 @@ class Gateway:
         entries = [RouteEntry(f"/{task}", frozenset({"POST"}), EnqueueHandler(
             EnqueueRoute(queue="jobs", task=task), sender or self.client, self.recorder))
             for task in tasks]
+        entries.append(RouteEntry(TASKS_PREFIX, frozenset({"GET"}), TaskStatusHandler(store)))
         self.server = GatewayServer(Limits(), Router(entries),
                                     AccessLog(AccessLogSettings(enabled=False)))
 
@@ -514,3 +516,20 @@ def test_fuzz_no_5xx_and_every_202_is_stored(body: bytes, content_type: str | No
 
     run(scenario)
 
+
+
+@settings(max_examples=100, deadline=None)
+@given(task_id=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80))
+def test_fuzz_task_status_is_200_or_404(task_id: str) -> None:
+    async def scenario() -> None:
+        gateway = await Gateway(MemoryResultStore()).start()
+        accepted = await gateway.post(b'{"n": 1}')
+        reply = await gateway.exchange(f"GET /tasks/{task_id} HTTP/1.1\r\nHost: x\r\n\r\n"
+                                       .encode())
+        event(f"status {reply.status}")
+        assert reply.status in (200, 400, 404), reply
+        known = await gateway.exchange(f"GET {accepted.headers['location']} HTTP/1.1\r\n"
+                                       "Host: x\r\n\r\n".encode())
+        assert known.status == 200 and known.json()["history"][0]["status"] == "queued"
+
+    run(scenario)
