@@ -10,8 +10,10 @@ DEV=0
 
 SYSTEM_PACKAGES=(python3-venv)
 # Tests and benchmarks use real peers: Starman for the Perl example, nginx as the reference,
-# wrk for load, redis-server for Celery/Dramatiq comparisons.
-DEV_PACKAGES=(starman libplack-perl libjson-xs-perl nginx wrk redis-server)
+# wrk for load, redis-server for Celery/Dramatiq comparisons, Devel::NYTProf for profiling
+# the Perl example (profile = "nytprof").
+DEV_PACKAGES=(starman libplack-perl libjson-xs-perl nginx wrk redis-server
+              libdevel-nytprof-perl)
 
 need=()
 for pkg in "${SYSTEM_PACKAGES[@]}" $([[ $DEV == 1 ]] && echo "${DEV_PACKAGES[@]}"); do

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -151,6 +152,40 @@ def reload(admin: str, data_dir: str) -> None:
     from surge.supervisor.reload_follow import run_reload
 
     sys.exit(run_reload(_admin_client(admin, data_dir)))
+
+
+@main.command()
+@_admin_options
+@click.argument("name")
+@click.option("--seconds", type=click.IntRange(1, 3600), default=None,
+              help="How long py-spy samples.  [default: 10]")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
+              help="Where to write: a file for py-spy [NAME-profile.svg], a directory for an "
+                   "NYTProf report [NAME-nytprof].")
+@click.option("--format", "output_format", type=click.Choice(["svg", "speedscope"]),
+              default=None, help="A flame graph (SVG) or a speedscope file.  [default: svg]")
+@click.option("--rate", type=click.IntRange(1, 1000), default=None,
+              help="Samples per second.  [default: 100]")
+@click.option("--subprocesses", is_flag=True, help="Sample its child processes too.")
+@click.option("--idle", is_flag=True, help="Sample waiting threads too (an idle event loop).")
+def profile(admin: str, data_dir: str, name: str, seconds: int | None, out: Path | None,
+            output_format: str | None, rate: int | None, subprocesses: bool,
+            idle: bool) -> None:
+    """Profile NAME: a running Python process as `surge status` names it (gateway-1,
+    worker-images-1, queue…), sampled with py-spy into a flame graph; or a Perl pool or task
+    with profile = "nytprof" in its settings, whose NYTProf profiles are rendered with
+    nytprofhtml. py-spy needs ptrace: run as root, or see docs/profiling.md."""
+    from surge.profiling import ProfileError
+    from surge.profiling.run import ProfileRequest, run_profile
+
+    request = ProfileRequest(name=name, data_dir=data_dir, seconds=seconds, out=out,
+                             format=output_format, rate=rate, subprocesses=subprocesses,
+                             idle=idle)
+    try:
+        sys.exit(run_profile(request, lambda: _admin_client(admin, data_dir)))
+    except ProfileError as exc:
+        click.echo(f"surge profile: {exc}", err=True)
+        sys.exit(1)
 
 
 @main.command("check-config")

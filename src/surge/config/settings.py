@@ -173,6 +173,9 @@ class PoolSettings(StrictModel):
     targets: list[str] = []  # fixed HOST:PORT targets (no command started): external servers
     scaling: PoolScalingSettings | None = None  # None: the pool keeps the size it is given
     instance_refresh: InstanceRefreshSettings = InstanceRefreshSettings()
+    # "nytprof": a Perl command runs under Devel::NYTProf, each process writing
+    # data_dir/profiles/<pool>/nytprof.out.<pid> as it exits (`surge profile <pool>`)
+    profile: Literal["nytprof"] | None = None
 
     @model_validator(mode="after")
     def _command_has_port(self) -> PoolSettings:
@@ -249,6 +252,9 @@ class CommandHandler(StrictModel):
     directory: str | None = None
     env: dict[str, str] = {}
     permanent_failure_exit_code: int | None = 100  # straight to the dead-letter queue
+    # "nytprof": a Perl command runs under Devel::NYTProf, each process writing
+    # data_dir/profiles/<task>/nytprof.out.<pid> as it exits (`surge profile <task>`)
+    profile: Literal["nytprof"] | None = None
 
 
 class PythonHandler(StrictModel):
@@ -392,9 +398,16 @@ class Settings(StrictModel):
                     f"defined queues: {sorted(self.queues)}"
                 )
         problems += self._access_log_problems()
+        problems += self._profile_problems()
         if problems:
             raise ValueError("\n".join(problems))  # the loader reports one line each
         return self
+
+    def _profile_problems(self) -> list[str]:
+        # Imported here: the profiling module reads these settings.
+        from surge.profiling.nytprof import profile_problems
+
+        return profile_problems(self)
 
     def _access_log_problems(self) -> list[str]:
         # The supervisor counts requests per target from the gateways' access log lines it

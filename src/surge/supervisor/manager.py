@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from surge.config.settings import PoolSettings, Settings
+from surge.profiling.nytprof import make_profile_dir
 from surge.supervisor.admin import NotFound
 from surge.supervisor.autoscaler import Autoscaler
 from surge.supervisor.children import Child, ProcessOptions
@@ -302,6 +303,9 @@ class Supervisor:
             return worker_spec(self.ctx, self.settings, child.group, child.index)
         pool = self._launched_with.get(child.name) or self.settings.pools[child.group]
         port = pool.base_port + child.index - 1 if pool.base_port else free_port(pool.host)
+        if pool.profile:
+            make_profile_dir(self.settings.data_dir, child.group, user=self._user,
+                             group=self._group)
         return pool_instance_spec(self.settings, child.group, pool, child.index, port)
 
     def on_ready(self, child: Child) -> None:

@@ -9,6 +9,7 @@ import ctypes
 import os
 import signal
 import sys
+import time
 
 import orjson
 
@@ -17,6 +18,8 @@ from surge.supervisor.specs import ChildSpec, child_environment
 
 _LINE_LIMIT = 1024 * 1024  # a child's single log line may be long (a traceback in JSON)
 _READ_SIZE = 256 * 1024
+# After a SIGTERM'd child exits: how long the rest of its group may take to exit on its own.
+GROUP_EXIT_GRACE = 5.0
 _PR_SET_PDEATHSIG = 1
 # Looked up once in the parent: between fork and exec only a plain C call is safe.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
@@ -40,6 +43,7 @@ class ChildProcess:
         self._process: asyncio.subprocess.Process | None = None
         self._pumps: list[asyncio.Task[None]] = []
         self.ready_event_seen = asyncio.Event()  # the spec's ready_event was printed
+        self._terminated = False  # its group was sent SIGTERM
 
     @property
     def pid(self) -> int | None:
@@ -72,10 +76,16 @@ class ChildProcess:
 
         asyncio's own ``Process.wait()`` also waits for the pipes to close, which never
         happens while an orphan of the child (a pre-fork worker) holds them: so the exit is
-        watched through a pidfd, and what is left in the process group is killed at once.
+        watched through a pidfd, and what is left in the process group is killed at once —
+        unless the group was sent SIGTERM: then its other members get ``GROUP_EXIT_GRACE``
+        to finish exiting too. Starman's master exits on SIGTERM without waiting for its
+        workers, and a worker killed while it exits loses what it writes then (a
+        Devel::NYTProf profile, written from an END block).
         """
         assert self._process is not None
         await self._exited()
+        if self._terminated:
+            await self._group_exited(GROUP_EXIT_GRACE)
         self.kill_group()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2):
@@ -112,10 +122,22 @@ class ChildProcess:
             loop.remove_reader(pidfd)
             os.close(pidfd)
 
+    async def _group_exited(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the child's process group to be empty."""
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self._process.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            await asyncio.sleep(0.02)
+
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the child and everything in its process group."""
         if self.pid is None:
             return
+        self._terminated = self._terminated or signum == signal.SIGTERM
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
 

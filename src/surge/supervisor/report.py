@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from surge.config.settings import CommandHandler
 from surge.supervisor.policy import ChildState, Kind
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ async def build_state(supervisor: Supervisor) -> dict[str, Any]:
             "instances": sum(1 for c in by_address.values() if not c.retiring),
             "targets": targets,
             "scaling": supervisor.autoscaler.describe(Kind.POOL, name),
+            "profile": pool.profile,
         }
     workers: dict[str, Any] = {}
     for name, group in settings.workers.items():
@@ -48,6 +50,9 @@ async def build_state(supervisor: Supervisor) -> dict[str, Any]:
             "min": bounds.min,
             "max": bounds.max,
             "scaling": supervisor.autoscaler.describe(Kind.WORKER, name),
+            # task → "nytprof", for `surge profile TASK`
+            "profiles": {task: handler.profile for task, handler in group.handlers.items()
+                         if isinstance(handler, CommandHandler) and handler.profile},
         }
     return {
         "time": time.time(),

@@ -18,6 +18,7 @@ from surge.admin_token import ADMIN_TOKEN_ENV
 from surge.config.settings import PoolSettings, Settings
 from surge.config.types import HostPort
 from surge.liveness import HEARTBEAT_FILE_ENV
+from surge.profiling.nytprof import NYTPROF, nytprof_environment, profile_dir
 from surge.supervisor.policy import Kind
 
 
@@ -140,11 +141,15 @@ def pool_instance_spec(
     settings: Settings, pool_name: str, pool: PoolSettings, index: int, port: int
 ) -> ChildSpec:
     command = pool.command.format(port=port, workers=pool.workers)
+    env = {**pool.env, "PORT": str(port)}
+    if pool.profile == NYTPROF:  # its directory is made by the supervisor at launch
+        env.update(nytprof_environment(profile_dir(settings.data_dir, pool_name), env,
+                                       os.environ))
     return ChildSpec(
         name=f"{pool_name}-{index}", kind=Kind.POOL, group=pool_name, index=index,
         argv=tuple(shlex.split(command)),
         cwd=resolve_dir(settings.config_dir, pool.directory),
-        env={**pool.env, "PORT": str(port)},
+        env=env,
         probe=HttpProbe(pool.host, port, pool.health_check.path, pool.health_check.success_codes),
         address=f"{pool.host}:{port}",
     )

@@ -53,7 +53,7 @@ class WorkerRuntime:
         self._pools = ExecutorPools(self.worker.concurrency, python_path)
         # Built now: a handler that cannot be imported fails the start, not the first task.
         self.handlers: dict[str, TaskHandler] = build_handlers(
-            self.worker, settings.config_dir, self._pools
+            self.worker, settings.config_dir, self._pools, settings.data_dir
         )
         self._stop_requested = asyncio.Event()
         self._consumer: Consumer | None = None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from surge.config.settings import CommandHandler, PythonHandler, WorkerSettings
 from surge.errors import ConfigError
+from surge.profiling.nytprof import NYTPROF, prepared_environment
 from surge.worker.handlers.base import TaskHandler
 from surge.worker.handlers.command import PerTaskCommandHandler
 from surge.worker.handlers.persistent import PersistentCommandHandler
@@ -20,15 +22,16 @@ def resolved_python_path(worker: WorkerSettings, config_dir: str) -> list[str]:
 
 
 def build_handlers(
-    worker: WorkerSettings, config_dir: str, pools: ExecutorPools
+    worker: WorkerSettings, config_dir: str, pools: ExecutorPools, data_dir: str
 ) -> dict[str, TaskHandler]:
     """Every handler of the group, imported and checked now (a typo fails at start-up,
-    not on the first message). Call ``extend_sys_path`` first."""
+    not on the first message). Call ``extend_sys_path`` first. A profiled command handler
+    writes its profiles under ``data_dir``."""
     handlers: dict[str, TaskHandler] = {}
     problems: list[str] = []
     for task, handler_settings in worker.handlers.items():
         try:
-            handlers[task] = _build_one(task, handler_settings, config_dir, pools)
+            handlers[task] = _build_one(task, handler_settings, config_dir, pools, data_dir)
         except ConfigError as exc:
             problems.extend(f"handlers.{task}: {problem}" for problem in exc.problems)
     if problems:
@@ -38,7 +41,7 @@ def build_handlers(
 
 def _build_one(
     task: str, settings: str | PythonHandler | CommandHandler, config_dir: str,
-    pools: ExecutorPools,
+    pools: ExecutorPools, data_dir: str,
 ) -> TaskHandler:
     if isinstance(settings, str):
         return PythonCallableHandler(settings, "thread", pools)
@@ -47,6 +50,8 @@ def _build_one(
     spec = CommandSpec.from_settings(settings, config_dir)
     if not Path(spec.cwd).is_dir():
         raise ConfigError([f"directory {spec.cwd!r} does not exist"])
+    if settings.profile == NYTPROF:
+        spec = replace(spec, env=prepared_environment(data_dir, task, spec.env))
     if settings.mode == "persistent":
         return PersistentCommandHandler(spec, settings.processes, tag=task)
     return PerTaskCommandHandler(spec)
