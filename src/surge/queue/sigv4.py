@@ -19,7 +19,6 @@ compared in constant time.
 
 from __future__ import annotations
 
-import calendar
 import datetime
 import hashlib
 import hmac
@@ -28,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
 
 from surge.errors import QueueError
@@ -180,8 +180,7 @@ class Signer:
 
 # -- verifying (the queue server) ---------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class _Presented:
+class _Presented(NamedTuple):
     """What a request says about its own signature, from its header or its query string."""
 
     algorithm: str
@@ -307,7 +306,10 @@ class Verifier:
                          f"Date must be in ISO-8601 'basic format'. Got '{timestamp}'. See "
                          "http://en.wikipedia.org/wiki/ISO_8601")
         try:
-            signed_at = float(calendar.timegm(time.strptime(timestamp, "%Y%m%dT%H%M%SZ")))
+            signed_at = datetime.datetime(
+                int(timestamp[0:4]), int(timestamp[4:6]), int(timestamp[6:8]),
+                int(timestamp[9:11]), int(timestamp[11:13]), int(timestamp[13:15]),
+                tzinfo=datetime.UTC).timestamp()
         except ValueError:
             raise _error("IncompleteSignature",
                          f"Date must be in ISO-8601 'basic format'. Got '{timestamp}'. See "
