@@ -19,15 +19,13 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import secrets
-import stat
 import struct
-import tempfile
 import uuid
 from pathlib import Path
 
 from surge.errors import QueueError, SurgeError
+from surge.private_files import ensure_private_file
 
 KEY_FILE_NAME = "queue-receipts.key"
 _KEY_BYTES = 32
@@ -87,34 +85,8 @@ class ReceiptHandles:
 def load_or_create_key(data_dir: str | Path) -> bytes:
     """The data directory's receipt key, made (mode 0600) at the first start."""
     path = Path(data_dir) / KEY_FILE_NAME
-    if not path.exists():
-        try:
-            Path(data_dir).mkdir(parents=True, exist_ok=True)
-            # Written whole under a temporary name (mkstemp: mode 0600), then linked into
-            # place: a crash never leaves a half-written key, and a second server starting
-            # at the same moment keeps the first one's key.
-            descriptor, temporary = tempfile.mkstemp(dir=data_dir, prefix=f".{KEY_FILE_NAME}.")
-            try:
-                with os.fdopen(descriptor, "w") as file:
-                    file.write(secrets.token_hex(_KEY_BYTES) + "\n")
-                    file.flush()
-                    os.fsync(file.fileno())
-                os.link(temporary, path)
-            finally:
-                os.unlink(temporary)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise ReceiptKeyError(f"cannot create the receipt key {path}: {exc.strerror}") \
-                from exc
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text().strip()
-    except OSError as exc:
-        raise ReceiptKeyError(f"cannot read the receipt key {path}: {exc.strerror}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ReceiptKeyError(f"the receipt key {path} is open to other users (mode "
-                              f"{stat.S_IMODE(mode):04o}): run chmod 600 {path}")
+    text = ensure_private_file(path, lambda: secrets.token_hex(_KEY_BYTES), "receipt key",
+                               ReceiptKeyError)
     try:
         key = bytes.fromhex(text)
     except ValueError:
