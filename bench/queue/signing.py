@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import (  # noqa: E402  (bench/queue is run as a script directory)
+from run import (
     BENCH_KEY_ID,
     BENCH_SECRET,
     Figures,
@@ -36,8 +36,8 @@ from run import (  # noqa: E402  (bench/queue is run as a script directory)
     start_surge,
 )
 
-from surge.queue.server.receipts import ReceiptHandles  # noqa: E402
-from surge.queue.sigv4 import Credentials, Signer, Verifier  # noqa: E402
+from surge.queue.server.receipts import ReceiptHandles
+from surge.queue.sigv4 import Credentials, Signer, Verifier
 
 
 def microseconds(function: Callable[[], object], number: int) -> float:
