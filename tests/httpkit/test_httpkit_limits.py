@@ -241,3 +241,29 @@ def test_a_flood_of_idle_connections_drains_and_service_goes_on() -> None:
             await asyncio.sleep(0.05)
         assert not server.connections
     run(scenario)
+
+
+def test_a_client_that_leaves_cancels_its_handler() -> None:
+    """A long poll whose client closed must stop (and hand back what it took), not go on
+    for a connection nobody reads."""
+    async def main() -> None:
+        cancelled = asyncio.Event()
+
+        async def long_poll(request: SimpleRequest) -> SimpleResponse:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return SimpleResponse(200, b"too late")
+
+        server = await start_simple_server(long_poll, "127.0.0.1", 0, limits=FAST)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(OK)
+        await asyncio.sleep(0.1)
+        writer.close()
+        await asyncio.wait_for(cancelled.wait(), 2)
+        server.close()
+        server.stop_sweeping()
+    asyncio.run(main())

@@ -173,7 +173,6 @@ class SimpleHttpProtocol(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._reading_paused = False
         self._closing = False
-        self._lingering = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -218,12 +217,9 @@ class SimpleHttpProtocol(asyncio.Protocol):
                 self._refuse(too_large.http_status, str(too_large).encode())
 
     def eof_received(self) -> bool | None:
-        if self._lingering:
-            return False  # the client has read its last answer and closed: close now
-        if self._reading in (_Reading.HEAD, _Reading.BODY):
-            self._refuse(400, b"the client closed the connection mid-request")
-        # Keep the transport to answer what is pending, then close (False: close now).
-        return bool(self._pending) and not self._closing
+        # The client is gone (HTTP clients do not half-close and wait): close, which cancels
+        # handlers still running for it, so a long poll hands back what it would have taken.
+        return False
 
     # -- httptools callbacks ----------------------------------------------------------------
 
@@ -378,7 +374,6 @@ class SimpleHttpProtocol(asyncio.Protocol):
             self._close()
             return
         self._reading = _Reading.DONE
-        self._lingering = True
         self.deadline = time.monotonic() + LINGER
         if self._reading_paused:
             self._reading_paused = False
