@@ -265,3 +265,37 @@ def test_a_real_full_disk(small_disk: Path, tmp_path: Path) -> None:
         assert "after the disk had room again" in left
     finally:
         stop(server)
+
+
+def test_a_refused_send_reads_as_not_stored_over_http(tmp_path: Path) -> None:
+    """boto3 sees 503 ServiceUnavailable (and retries it); surge's http backend sees a
+    rejection (QueueError: nothing stored), so the enqueue route answers 503, not 504."""
+    from qs_support import ServerThread
+
+    from surge.queue.client.http import HttpQueueClient
+    from surge.queue.interface import OutgoingMessage
+
+    server = ServerThread(tmp_path).start()
+    try:
+        sqs = make_client(server.endpoint)
+        url = sqs.create_queue(QueueName="q")["QueueUrl"]
+        server.running.store.disk_full = True
+        with pytest.raises(ClientError) as excinfo:
+            sqs.send_message(QueueUrl=url, MessageBody="m")
+        assert excinfo.value.response["Error"]["Code"] == "ServiceUnavailable"
+        assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+
+        async def send() -> None:
+            client = HttpQueueClient(server.endpoint)
+            try:
+                with pytest.raises(QueueError) as caught:
+                    await client.send("q", OutgoingMessage("m"))
+                assert (caught.value.code, caught.value.sender_fault) == (
+                    "ServiceUnavailable", False)
+            finally:
+                await client.close()
+        asyncio.run(send())
+        assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])[
+            "Attributes"]["ApproximateNumberOfMessages"] == "0"
+    finally:
+        server.stop()

@@ -116,6 +116,10 @@ class HttpQueueClient(SqsVerbsClient):
         raw_code = str(query_code or document.get("__type") or "")
         code = normalize_error_code(raw_code) if raw_code else ""
         message = str(document.get("message") or document.get("Message") or "")
+        if response.status == 503 and response.header("x-surge-stored") == "false":
+            # The embedded server refused it before changing anything (its disk is full):
+            # a rejection, nothing stored, not an unknown outcome.
+            return QueueError(code or "ServiceUnavailable", message, sender_fault=False)
         if not code or response.status >= 500 or code in UNAVAILABLE_CODES:
             detail = f"{code}: {message}" if code else response.body[:200].decode("latin-1")
             return QueueUnavailable(f"{action}: HTTP {response.status} {detail}")

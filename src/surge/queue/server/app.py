@@ -24,6 +24,8 @@ from surge.queue.sigv4 import Verifier
 log = logging.getLogger("surge.queue.server")
 
 PING_PATH = "/_surge/ping"
+# On a 503 whose request changed nothing; other 5xx leave the outcome unknown.
+NOT_STORED_HEADER = "x-surge-stored"
 
 DISK_FULL_MESSAGE = ("The queue server's disk is full: this change could not be stored. "
                      "Try again later.")
@@ -50,7 +52,12 @@ class QueueApp:
             context = CallContext(self.base_url, sender, request.path)
             result = await self.service.call(call.action, call.params, context)
         except QueueError as exc:
-            return self._error(protocol, exc, request_id)
+            response = self._error(protocol, exc, request_id)
+            if exc.code == "ServiceUnavailable":
+                # Refused before anything changed (a send while the disk is full): tell
+                # surge's own client it may answer "not stored", not "maybe stored".
+                response.headers.append((NOT_STORED_HEADER, "false"))
+            return response
         except StoreFull:
             return self._error(protocol, QueueError("ServiceUnavailable", DISK_FULL_MESSAGE,
                                                     sender_fault=False), request_id)
