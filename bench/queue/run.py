@@ -46,13 +46,17 @@ def wait_until_up(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not come up within {timeout}s")
 
 
-def start_surge(data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
+# The access key the signed columns use (bench/queue/signing.py).
+BENCH_KEY_ID, BENCH_SECRET = "bench", "bench-secret"
+
+
+def start_surge(data_dir: str, config: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from surge.cli import main; main()", "queue", "serve",
-         "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir],
-        stderr=subprocess.DEVNULL,
-    )
+    argv = [sys.executable, "-c", "from surge.cli import main; main()", "queue", "serve",
+            "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir]
+    if config is not None:
+        argv[5:5] = ["-c", config]
+    process = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     wait_until_up(endpoint + "/_surge/ping")
     return process, endpoint
@@ -73,8 +77,8 @@ def boto3_client(endpoint: str, max_pool: int) -> Any:
     from botocore.config import Config
 
     return boto3.client(
-        "sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
-        aws_secret_access_key="bench",
+        "sqs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=BENCH_KEY_ID,
+        aws_secret_access_key=BENCH_SECRET,
         config=Config(max_pool_connections=max_pool, retries={"max_attempts": 2}),
     )
 
@@ -161,7 +165,7 @@ def run_boto3(endpoint: str, queue_name: str, messages: int, processes: int,
 # -- surge's own async client -------------------------------------------------------------------
 
 def run_surge_client(endpoint: str, queue_name: str, messages: int,
-                     concurrency: int) -> Figures | str:
+                     concurrency: int, signed: bool = False) -> Figures | str:
     try:
         from surge.queue.client import open_queue_client
         from surge.queue.interface import OutgoingMessage
@@ -170,7 +174,8 @@ def run_surge_client(endpoint: str, queue_name: str, messages: int,
     from surge.config.settings import QueueBackendSettings
 
     async def main() -> Figures:
-        settings = QueueBackendSettings(url=endpoint)
+        keys = [{"id": BENCH_KEY_ID, "secret": BENCH_SECRET}] if signed else []
+        settings = QueueBackendSettings.model_validate({"url": endpoint, "access_keys": keys})
         client = open_queue_client(settings)
         await client.create_queue(queue_name)
         body = "message body " + "x" * 100

@@ -12,17 +12,18 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from surge.errors import SurgeError
+from surge.private_files import ensure_private_file, read_private_file
 
 TOKEN_FILE_NAME = "admin.token"
 ADMIN_TOKEN_ENV = "SURGE_ADMIN_TOKEN"
 _TOKEN_BYTES = 32
 _MIN_TOKEN_LENGTH = 16  # a shorter token in the file or the variable is refused, not used
+_MISSING_HINT = (": is this the data directory of a surge up that has started? (or set "
+                 f"{ADMIN_TOKEN_ENV})")
 
 
 class AdminTokenError(SurgeError):
@@ -36,42 +37,15 @@ def token_path(data_dir: str | Path) -> Path:
 def ensure_token(data_dir: str | Path) -> str:
     """The data directory's token, created (mode 0600) if it has none yet."""
     path = token_path(data_dir)
-    if path.exists():
-        return read_token_file(path)
-    token = secrets.token_urlsafe(_TOKEN_BYTES)
-    try:
-        Path(data_dir).mkdir(parents=True, exist_ok=True)
-        # Written whole under a temporary name (mkstemp: mode 0600), then linked into place:
-        # a crash never leaves an empty token file, and link() fails rather than replace
-        # the token of another `surge up` starting at the same moment.
-        descriptor, temporary = tempfile.mkstemp(dir=data_dir, prefix=".admin.token.")
-        try:
-            with os.fdopen(descriptor, "w") as file:
-                file.write(token + "\n")
-            os.link(temporary, path)
-        finally:
-            os.unlink(temporary)
-    except FileExistsError:
-        return read_token_file(path)
-    except OSError as exc:
-        raise AdminTokenError(f"cannot create the admin token {path}: {exc.strerror}") from exc
-    return token
+    text = ensure_private_file(path, lambda: secrets.token_urlsafe(_TOKEN_BYTES),
+                               "admin token", AdminTokenError, _MISSING_HINT)
+    return _checked(text, str(path))
 
 
 def read_token_file(path: Path) -> str:
     """The token in ``path``; refused if other users may read it (as ssh refuses a key)."""
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text()
-    except FileNotFoundError:
-        raise AdminTokenError(f"no admin token at {path}: is this the data directory of a "
-                              f"surge up that has started? (or set {ADMIN_TOKEN_ENV})") from None
-    except OSError as exc:
-        raise AdminTokenError(f"cannot read the admin token {path}: {exc.strerror}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise AdminTokenError(f"the admin token {path} is open to other users (mode "
-                              f"{stat.S_IMODE(mode):04o}): run chmod 600 {path}")
-    return _checked(text.strip(), str(path))
+    return _checked(read_private_file(path, "admin token", AdminTokenError, _MISSING_HINT),
+                    str(path))
 
 
 def caller_token(data_dir: str | Path, environ: Mapping[str, str] | None = None) -> str:

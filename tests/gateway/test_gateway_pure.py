@@ -12,7 +12,6 @@ import pytest
 
 from surge.gateway.errors import BadRequest, BodyTooLarge, InvalidPayload
 from surge.gateway.http.body import StreamingBody
-from surge.gateway.http.framing import decide_framing, header_problem, parser_refuses_bad_headers
 from surge.gateway.http.limits import BODY_HIGH_WATER, Limits
 from surge.gateway.http.state import (
     Event,
@@ -31,6 +30,7 @@ from surge.gateway.routes.static import (
     is_not_modified,
     resolve_static_path,
 )
+from surge.httpkit.framing import decide_framing, header_problem, parser_refuses_bad_headers
 
 HOST = (b"host", b"x")
 

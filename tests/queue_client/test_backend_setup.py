@@ -19,6 +19,7 @@ from surge.queue.client.http import HttpQueueClient
 from surge.queue.client.redis_backend import RedisQueueClient
 from surge.queue.client.rules import normalize_error_code
 from surge.queue.interface import OutgoingMessage, QueueClient
+from surge.queue.sigv4 import Credentials
 
 from .servers import free_port, stop, wait_until_listening
 
@@ -190,31 +191,47 @@ def test_http_client_survives_a_queue_server_restart(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_embedded_access_keys_come_from_settings(tmp_path: Path) -> None:
-    """open_queue_client sends the first configured access key id, which the embedded
-    server's allow-list checks; another key id is refused."""
+def test_embedded_access_keys_come_from_settings(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """open_queue_client signs with the first configured key (its secret from the
+    environment, as the server's), which the embedded server verifies; an unsigned client,
+    a wrong secret and another key id are refused."""
+    monkeypatch.setenv("SURGE_TEST_QUEUE_SECRET", "the-shared-secret")
     port = free_port()
     config = tmp_path / "surge.toml"
     config.write_text(
-        f'[queue_backend]\nlisten = "127.0.0.1:{port}"\naccess_keys = ["AKIDSURGE"]\n')
+        f'[queue_backend]\nlisten = "127.0.0.1:{port}"\ndisk_reserve = 0\n'
+        'access_keys = [{ id = "AKIDSURGE", secret_env = "SURGE_TEST_QUEUE_SECRET" }]\n')
     server = subprocess.Popen(
         [sys.executable, "-c", "from surge.cli import main; main()", "queue", "serve",
          "-c", str(config), "--data-dir", str(tmp_path / "data")], stderr=subprocess.DEVNULL)
 
     async def scenario() -> None:
-        settings = QueueBackendSettings.model_validate(
-            {"listen": f"127.0.0.1:{port}", "access_keys": ["AKIDSURGE"]})
+        settings = QueueBackendSettings.model_validate({
+            "listen": f"127.0.0.1:{port}",
+            "access_keys": [{"id": "AKIDSURGE", "secret_env": "SURGE_TEST_QUEUE_SECRET"}]})
         allowed = open_queue_client(settings)
-        refused = HttpQueueClient(f"http://127.0.0.1:{port}", access_key_id="AKIDOTHER")
+        endpoint = f"http://127.0.0.1:{port}"
+        refused = [
+            (HttpQueueClient(endpoint, access_key_id="AKIDSURGE"), "IncompleteSignature"),
+            (HttpQueueClient(endpoint, credentials=Credentials(
+                "AKIDSURGE", "not-the-secret", "us-east-1")), "SignatureDoesNotMatch"),
+            (HttpQueueClient(endpoint, credentials=Credentials(
+                "AKIDOTHER", "the-shared-secret", "us-east-1")), "InvalidClientTokenId"),
+        ]
         try:
             await allowed.create_queue("q")
-            with pytest.raises(QueueError) as caught:
-                await refused.get_queue_url("q")
-            assert caught.value.code in ("InvalidClientTokenId", "AccessDenied",
-                                         "UnrecognizedClientException")
+            await allowed.send("q", OutgoingMessage("signed"))
+            [message] = await allowed.receive("q", max_messages=1)
+            await allowed.delete("q", message.receipt_handle)
+            for client, code in refused:
+                with pytest.raises(QueueError) as caught:
+                    await client.get_queue_url("q")
+                assert caught.value.code == code
         finally:
             await allowed.close()
-            await refused.close()
+            for client, _ in refused:
+                await client.close()
 
     try:
         wait_until_listening(port, server, "surge queue serve")

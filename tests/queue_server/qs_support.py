@@ -19,9 +19,10 @@ class ServerThread:
     """A RunningQueueServer on its own uvloop in a thread."""
 
     def __init__(self, data_dir: Path, **backend: Any) -> None:
+        # A small disk reserve: every test's data dir holds one (the default is 8 MiB).
+        backend = {"listen": "127.0.0.1:0", "disk_reserve": "256k", **backend}
         self.settings = Settings.model_validate(
-            {"data_dir": str(data_dir), "queue_backend": {"listen": "127.0.0.1:0", **backend}}
-        )
+            {"data_dir": str(data_dir), "queue_backend": backend})
         self.running = RunningQueueServer(self.settings)
         self.loop = uvloop.new_event_loop()
         self._started = threading.Event()
@@ -50,9 +51,9 @@ class ServerThread:
         return f"http://{host}:{port}"
 
 
-def make_client(endpoint: str, access_key: str = "AKIDEXAMPLE") -> Any:
+def make_client(endpoint: str, access_key: str = "AKIDEXAMPLE", secret: str = "secret") -> Any:
     return boto3.client(
         "sqs", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id=access_key, aws_secret_access_key="secret",
+        aws_access_key_id=access_key, aws_secret_access_key=secret,
         config=Config(retries={"max_attempts": 1}, read_timeout=30),
     )

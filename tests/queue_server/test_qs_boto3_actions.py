@@ -515,20 +515,6 @@ def test_fifo_rules(sqs: Any) -> None:
     assert first["MessageId"] != second["MessageId"]
 
 
-# -- access keys ----------------------------------------------------------------------------------
-
-def test_access_key_allow_list(tmp_path: Path) -> None:
-    server = ServerThread(tmp_path, access_keys=["AKIDGOOD"]).start()
-    try:
-        make_client(server.endpoint, "AKIDGOOD").create_queue(QueueName="q")
-        with pytest.raises(ClientError) as excinfo:
-            make_client(server.endpoint, "AKIDBAD").create_queue(QueueName="q")
-        assert error_code(excinfo) == "InvalidClientTokenId"
-        assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
-    finally:
-        server.stop()
-
-
 def test_restart_keeps_queues_messages_and_handles(tmp_path: Path) -> None:
     server = ServerThread(tmp_path).start()
     sqs = make_client(server.endpoint)

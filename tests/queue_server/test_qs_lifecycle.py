@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from surge.errors import QueueError
-from surge.queue.server.broker import Broker, encode_receipt_handle
+from surge.queue.server.broker import Broker
 from surge.queue.server.lifecycle import (
     TRANSITIONS,
     Event,
@@ -76,9 +76,9 @@ def test_stale_receipt_handle_does_not_delete() -> None:
     broker.send("q", "m", START)
     [first] = broker.receive("q", START, 1, visibility_seconds=1)
     [second] = broker.receive("q", START + 1000, 1)
-    broker.delete("q", encode_receipt_handle(first.message, first.receipt_token), START + 1000)
+    broker.delete("q", broker.receipt_handle("q", first), START + 1000)
     assert broker.counts("q", START + 1000) == (0, 1, 0)
-    broker.delete("q", encode_receipt_handle(second.message, second.receipt_token), START + 1000)
+    broker.delete("q", broker.receipt_handle("q", second), START + 1000)
     assert broker.counts("q", START + 1000) == (0, 0, 0)
 
 
@@ -133,8 +133,7 @@ class BrokerAgainstModel(RuleBasedStateMachine):
             entry["visible_at"] = self.now + visibility * 1000
             entry["token"] = delivery.receipt_token
             assert delivery.message.life.receive_count == entry["count"] <= MAX_RECEIVES
-            self.handles.append((mid, encode_receipt_handle(delivery.message,
-                                                            delivery.receipt_token),
+            self.handles.append((mid, self.broker.receipt_handle("q", delivery),
                                  delivery.receipt_token))
         if len(deliveries) + len(dead_now) < max_messages:
             assert len(deliveries) + len(dead_now) == len(visible_before), \

@@ -63,6 +63,8 @@ def test_one_send_wakes_one_of_many_long_polls() -> None:
 class _HeldCommits:
     """A store whose commits wait until the test lets them through."""
 
+    disk_full = False
+
     def __init__(self) -> None:
         self.release = asyncio.Event()
 

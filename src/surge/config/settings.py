@@ -6,9 +6,10 @@ Every model forbids unknown keys, so a typo is an error that names the key. Cros
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from surge.config.types import (
     ByteSize,
@@ -311,15 +312,69 @@ class WorkerSettings(StrictModel):
                              desired=self.processes)
 
 
+class AccessKey(StrictModel):
+    """An access key of the embedded queue server: with any configured, every request must
+    carry a valid SigV4 signature by one of them, and surge's own clients sign with the
+    first. The secret comes from the file (``secret``) or, better, from an environment
+    variable (``secret_env``), so the file can be shared without it."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_+=,.@-]{1,128}$")
+    secret: SecretStr | None = None
+    secret_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> AccessKey:
+        if (self.secret is None) == (self.secret_env is None):
+            raise ValueError("give the key's secret as exactly one of secret = \"…\" or "
+                             "secret_env = \"VARIABLE\"")
+        if self.secret is not None and len(self.secret.get_secret_value()) < 8:
+            raise ValueError("the secret is too short (at least 8 characters)")
+        if self.secret_env is not None and not os.environ.get(self.secret_env):
+            raise ValueError(f"the environment variable {self.secret_env} (secret_env of key "
+                             f"{self.id!r}) is not set or empty")
+        return self
+
+    def secret_value(self) -> str:
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        assert self.secret_env is not None
+        return os.environ[self.secret_env]
+
+
 class QueueBackendSettings(StrictModel):
     """``embedded`` (the built-in queue server), ``sqs://REGION`` or an http(s) SQS endpoint,
     or ``redis://host:port/db``."""
 
     url: str = "embedded"
     listen: ListenAddress = HostPort("127.0.0.1", 9324)  # the embedded server's address
-    access_keys: list[str] = []  # embedded server: accepted access key ids (empty: any)
+    # The scheme, host and port of the queue URLs the embedded server hands out (ElasticMQ's
+    # node-address), when clients reach it by another name than its listen address (a
+    # proxy, a DNS name, 0.0.0.0). Empty: http://LISTEN_HOST:PORT.
+    public_url: str = Field("", pattern=r"^(https?://[^/?#\s]+)?$")
+    # Embedded server: none → unsigned local use, any request is accepted; otherwise every
+    # request must be signed (SigV4) with one of these.
+    access_keys: list[AccessKey] = []
+    # Embedded server: disk space held back (DATA_DIR/queue.reserve) so that receives and
+    # deletes go on once the disk is full, while sends are refused (503). 0: none.
+    disk_reserve: ByteSize = 8 * 1024 * 1024
     account_id: str = "000000000000"
     region: str = "us-east-1"
+
+    @field_validator("access_keys", mode="before")
+    @classmethod
+    def _keys_have_secrets(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for index, key in enumerate(value):
+                if isinstance(key, str):
+                    raise ValueError(
+                        f"[{index}] {key!r}: an access key needs its secret now that "
+                        f"signatures are verified: {{ id = {key!r}, secret_env = "
+                        f"\"SURGE_QUEUE_SECRET\" }} (or secret = \"…\")")
+        return value
+
+    def signing_key(self) -> AccessKey | None:
+        """The key surge's own clients sign with (the first), if any."""
+        return self.access_keys[0] if self.access_keys else None
 
 
 class ResultBackendSettings(StrictModel):

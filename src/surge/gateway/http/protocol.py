@@ -47,16 +47,16 @@ from surge.gateway.errors import (
 )
 from surge.gateway.exchange import Request, RouteHandler
 from surge.gateway.http.body import StreamingBody
-from surge.gateway.http.framing import (
+from surge.gateway.http.limits import Limits
+from surge.gateway.http.responses import CONTINUE_100, reason_phrase, simple_response
+from surge.gateway.http.state import Event, Expiry, ReadState, expiry_for, next_state
+from surge.gateway.http.writer import ResponseStream
+from surge.httpkit.framing import (
     Framing,
     decide_framing,
     header_problem,
     parser_refuses_bad_headers,
 )
-from surge.gateway.http.limits import Limits
-from surge.gateway.http.responses import CONTINUE_100, reason_phrase, simple_response
-from surge.gateway.http.state import Event, Expiry, ReadState, expiry_for, next_state
-from surge.gateway.http.writer import ResponseStream
 
 log = logging.getLogger(__name__)
 

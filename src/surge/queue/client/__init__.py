@@ -3,7 +3,8 @@
 ``queue_backend.url`` chooses the backend:
 
 - ``embedded`` → http to the embedded server at ``http://{queue_backend.listen}``
-- ``http://host:port`` / ``https://…`` → http to that SQS-compatible endpoint, unsigned
+- ``http://host:port`` / ``https://…`` → http to that SQS-compatible endpoint
+  (both signed with the first of ``queue_backend.access_keys`` when there are any)
 - ``sqs://REGION`` → Amazon SQS through aiobotocore (credentials from the usual chain)
 - ``sqs+http://host:port`` / ``sqs+https://…`` → aiobotocore against that endpoint, signed
 - ``redis://host:port/db`` (``rediss://`` for TLS) → the Redis backend
@@ -31,19 +32,20 @@ _MEMORY_QUEUES: dict[str, MemoryQueueClient] = {}
 def open_queue_client(settings: QueueBackendSettings) -> QueueClient:
     url = settings.url
     scheme = urlsplit(url).scheme if "://" in url else url
-    access_key_id = settings.access_keys[0] if settings.access_keys else "surge"
-    if url == "embedded":
+    if url == "embedded" or scheme in ("http", "https"):
         from surge.queue.client.http import HttpQueueClient
+        from surge.queue.sigv4 import Credentials
 
-        host, port = settings.listen
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"  # listening on every interface: reach it on loopback
-        return HttpQueueClient(f"http://{host}:{port}", access_key_id=access_key_id,
-                               region=settings.region)
-    if scheme in ("http", "https"):
-        from surge.queue.client.http import HttpQueueClient
-
-        return HttpQueueClient(url, access_key_id=access_key_id, region=settings.region)
+        if url == "embedded":
+            host, port = settings.listen
+            if host in ("0.0.0.0", "::", ""):
+                host = "127.0.0.1"  # listening on every interface: reach it on loopback
+            url = f"http://{host}:{port}"
+        key = settings.signing_key()
+        credentials = None if key is None else \
+            Credentials(key.id, key.secret_value(), settings.region)
+        return HttpQueueClient(url, access_key_id=key.id if key else "surge",
+                               region=settings.region, credentials=credentials)
     if scheme == "sqs":
         from surge.queue.client.aws import AwsQueueClient
 

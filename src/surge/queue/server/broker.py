@@ -19,6 +19,7 @@ from surge.errors import QueueError
 from surge.ids import random_uuid
 from surge.queue.server import rules
 from surge.queue.server.lifecycle import Lifecycle, State
+from surge.queue.server.receipts import ReceiptHandles
 
 
 @dataclass(slots=True)
@@ -143,8 +144,9 @@ def arn_queue_name(arn: str) -> str:
 
 class Broker:
     def __init__(self, journal: Journal | None = None, *, account_id: str = "000000000000",
-                 region: str = "us-east-1") -> None:
+                 region: str = "us-east-1", receipts: ReceiptHandles | None = None) -> None:
         self.journal: Journal = journal or NullJournal()
+        self.receipts = receipts or ReceiptHandles.ephemeral()
         self.account_id = account_id
         self.region = region
         self.queues: dict[str, QueueState] = {}
@@ -275,6 +277,13 @@ class Broker:
                 if q.redrive is not None and q.redrive[0] == arn]
 
     # -- messages ---------------------------------------------------------------------------
+
+    def receipt_handle(self, name: str, delivery: Delivery) -> str:
+        """The handle of ``delivery`` (received from queue ``name``): signed, see
+        ``receipts``."""
+        message = delivery.message
+        return self.receipts.encode(name, message.seq, delivery.receipt_token,
+                                    message.message_id)
 
     def send(self, name: str, body: str, now: int, *, delay_seconds: int | None = None,
              message_attributes: dict[str, Any] | None = None,
@@ -460,7 +469,7 @@ class Broker:
     def _live_message(self, name: str, receipt_handle: str) -> tuple[QueueState, StoredMessage,
                                                                       int] | None:
         queue = self.queue(name)
-        seq, token, message_id = decode_receipt_handle(receipt_handle)
+        seq, token, message_id = self.receipts.decode(name, receipt_handle)
         message = queue.messages.get(seq)
         if message is None or message.message_id != message_id:
             return None
@@ -533,17 +542,3 @@ class Broker:
             return
         queue.add(message)
         self.next_seq = max(self.next_seq, message.seq + 1)
-
-
-def encode_receipt_handle(message: StoredMessage, token: int) -> str:
-    return f"{message.seq}-{token}-{message.message_id}"
-
-
-def decode_receipt_handle(handle: str) -> tuple[int, int, str]:
-    parts = handle.split("-", 2)
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
-        raise QueueError(
-            "ReceiptHandleIsInvalid", f'The input receipt handle "{handle}" is not a valid '
-            "receipt handle.",
-        )
-    return int(parts[0]), int(parts[1]), parts[2]

@@ -12,19 +12,30 @@ from pathlib import Path
 
 import uvloop
 
-from surge.config.settings import Settings
-from surge.httpkit.server import SimpleServer, shutdown_simple_server, start_simple_server
+from surge.config.settings import QueueBackendSettings, Settings
+from surge.httpkit.server import (
+    ServerLimits,
+    SimpleServer,
+    shutdown_simple_server,
+    start_simple_server,
+)
 from surge.queue.server.app import QueueApp
 from surge.queue.server.broker import Broker
+from surge.queue.server.receipts import ReceiptHandles, load_or_create_key
 from surge.queue.server.service import QueueService, wall_clock_ms
 from surge.queue.server.store import SqliteStore
+from surge.queue.sigv4 import Verifier
 
 log = logging.getLogger("surge.queue.server")
 
 DATABASE_NAME = "queue.db"
 SHUTDOWN_TIMEOUT = 10.0
-# A 1 MiB batch grows when JSON-escaped (up to 6 bytes per character); beyond this, 413.
-MAX_REQUEST_BYTES = 8 * 1024 * 1024
+# The largest valid request is a batch of 1 MiB of message content (bodies and attributes)
+# in the encoding that grows it most: the query protocol percent-encodes every byte of a
+# non-ASCII body (3×) and base64 then percent-encoding make a binary attribute up to 4×
+# (JSON's \uXXXX escapes make a body at most 3×). Parameter names and entry ids add well
+# under 64 KiB. Beyond this, 413 before the body is read.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024 + 64 * 1024
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -50,6 +61,21 @@ def _configure_logging() -> None:
     root.setLevel(logging.INFO)
 
 
+def queue_url_base(backend: QueueBackendSettings, port: int) -> str:
+    """Scheme, host and port of the queue URLs: the configured public URL, else the listen
+    address (with the port actually bound; a wildcard address is reached on loopback)."""
+    if backend.public_url:
+        return backend.public_url.rstrip("/")
+    host = backend.listen.host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 def database_path(settings: Settings) -> Path:
     """``<data_dir>/queue.db``; a relative data_dir is taken from the working directory, as
     ``--data-dir`` on the command line would be."""
@@ -61,9 +87,12 @@ class RunningQueueServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = SqliteStore(database_path(settings))
         backend = settings.queue_backend
-        self.broker = Broker(self.store, account_id=backend.account_id, region=backend.region)
+        data_dir = Path(settings.data_dir).resolve()
+        receipts = ReceiptHandles(load_or_create_key(data_dir))
+        self.store = SqliteStore(database_path(settings), reserve_bytes=backend.disk_reserve)
+        self.broker = Broker(self.store, account_id=backend.account_id, region=backend.region,
+                             receipts=receipts)
         self.service = QueueService(self.broker, self.store)
         self.server: SimpleServer | None = None
         self.address: tuple[str, int] = (backend.listen.host, backend.listen.port)
@@ -74,14 +103,20 @@ class RunningQueueServer:
         self.service.mover.resume(self.store.restore_move_tasks())
         backend = self.settings.queue_backend
         host, port = backend.listen
-        app = QueueApp(self.service, access_keys=list(backend.access_keys),
-                       default_host=f"{host}:{port}")
-        self.server = await start_simple_server(app, host, port, max_body_size=MAX_REQUEST_BYTES)
+        verifier = None
+        if backend.access_keys:
+            verifier = Verifier({key.id: key.secret_value() for key in backend.access_keys})
+        app = QueueApp(self.service, base_url="", verifier=verifier)
+        self.server = await start_simple_server(
+            app, host, port, limits=ServerLimits(max_body_size=MAX_REQUEST_BYTES))
         bound = self.server.sockets[0].getsockname()
         self.address = (str(bound[0]), int(bound[1]))
+        app.base_url = queue_url_base(backend, self.address[1])
         log.info("listening", extra={"fields": {
             "address": f"{bound[0]}:{bound[1]}", "database": str(self.store.path),
-            "queues": len(self.broker.queues), "messages": loaded}})
+            "queues": len(self.broker.queues), "messages": loaded,
+            "queue_urls": app.base_url, "signed": verifier is not None,
+            "disk_full": self.store.disk_full}})
 
     async def stop(self) -> None:
         """Stop accepting, end long polls, finish requests, commit, close the database."""

@@ -19,11 +19,10 @@ from surge.queue.server.broker import (
     Delivery,
     QueueState,
     arn_queue_name,
-    encode_receipt_handle,
 )
 from surge.queue.server.longpoll import LongPollWaiters
 from surge.queue.server.moves import MessageMover
-from surge.queue.server.store import SqliteStore
+from surge.queue.server.store import SqliteStore, StoreFull
 
 Params = dict[str, Any]
 Result = dict[str, Any]
@@ -34,7 +33,7 @@ def wall_clock_ms() -> int:
 
 @dataclass(slots=True)
 class CallContext:
-    base_url: str  # "http://host:port", from the request's Host header
+    base_url: str  # "http://host:port" of queue URLs: configured, never the client's Host
     sender_id: str
     path: str = "/"  # the query protocol may address the queue by the request path
 
@@ -87,6 +86,16 @@ class QueueService:
         if self.store is not None:
             await self.store.durable()
 
+    def _check_room(self) -> None:
+        """Sends and new queues grow the database: refused while the disk is full, before
+        anything changes (receives, deletes and visibility changes go on)."""
+        if self.store is not None and self.store.disk_full:
+            raise QueueError(
+                "ServiceUnavailable",
+                "The queue server's disk is full: no message can be stored until space is "
+                "freed. Receives, deletes and visibility changes still work.",
+                sender_fault=False)
+
     # -- addressing ---------------------------------------------------------------------------
 
     def queue_url(self, context: CallContext, name: str) -> str:
@@ -121,6 +130,8 @@ class QueueService:
 
     async def create_queue(self, params: Params, context: CallContext) -> Result:
         name = str(rules.require(params, "QueueName"))
+        if name not in self.broker.queues:
+            self._check_room()
         attributes = {k: str(v) for k, v in (params.get("Attributes") or {}).items()}
         tags = {k: str(v) for k, v in (params.get("tags") or params.get("Tags") or {}).items()}
         self.broker.create_queue(name, attributes, tags, self.clock())
@@ -249,6 +260,7 @@ class QueueService:
 
     async def send_message(self, params: Params, context: CallContext) -> Result:
         name = self._queue_name(params, context)
+        self._check_room()
         result = self._send_one(name, params, context)
         self.waiters.wake(name, 1)
         await self._durable()
@@ -257,6 +269,7 @@ class QueueService:
     async def send_message_batch(self, params: Params, context: CallContext) -> Result:
         name = self._queue_name(params, context)
         entries = self._entries(params)
+        self._check_room()
         total = sum(len(str(e.get("MessageBody", "")).encode()) for e in entries)
         if total > rules.MAX_MESSAGE_BYTES:
             raise QueueError(
@@ -301,21 +314,22 @@ class QueueService:
         if deliveries:
             try:
                 await self._durable()
-            except asyncio.CancelledError:
-                # The client went away (a worker stopping) after these were taken for it:
-                # hand them back now rather than after their visibility timeout.
+            except (asyncio.CancelledError, StoreFull):
+                # The client went away (a worker stopping) after these were taken for it, or
+                # the disk has no room to record the receive: hand them back now rather than
+                # after their visibility timeout.
                 self._hand_back(name, deliveries)
                 raise
         system_names = set(params.get("AttributeNames") or []) | set(
             params.get("MessageSystemAttributeNames") or [])
         attribute_names = [str(n) for n in params.get("MessageAttributeNames") or []]
-        messages = [self._render(d, system_names, attribute_names) for d in deliveries]
+        messages = [self._render(name, d, system_names, attribute_names) for d in deliveries]
         return {"Messages": messages} if messages else {}
 
     def _hand_back(self, name: str, deliveries: list[Delivery]) -> None:
         now = self.clock()
         for delivery in deliveries:
-            handle = encode_receipt_handle(delivery.message, delivery.receipt_token)
+            handle = self.broker.receipt_handle(name, delivery)
             try:
                 self.broker.change_visibility(name, handle, 0, now)
             except QueueError:
@@ -340,12 +354,12 @@ class QueueService:
             # Sleep until woken by a send, or until the next delay / visibility deadline.
             await self.waiters.wait(name, max(0.0, (wake_at - now) / 1000) + 0.001)
 
-    def _render(self, delivery: Delivery, system_names: set[str],
+    def _render(self, name: str, delivery: Delivery, system_names: set[str],
                 attribute_names: list[str]) -> Result:
         message = delivery.message
         rendered: Result = {
             "MessageId": message.message_id,
-            "ReceiptHandle": encode_receipt_handle(message, delivery.receipt_token),
+            "ReceiptHandle": self.broker.receipt_handle(name, delivery),
             "MD5OfBody": message.md5_of_body,
             "Body": message.body,
         }

@@ -9,11 +9,25 @@ commit of the batch holding its changes — returns.
 ``synchronous=FULL``: a commit is on disk (WAL fsynced) before the sender is answered, so an
 acknowledged message survives power loss too, not just a killed process. With group commit
 the fsync is paid once per batch, which is why FULL stays fast enough.
+
+A full disk is a state, not a crash (``disk_full``). ``DATA_DIR/queue.reserve`` holds
+``RESERVE_BYTES`` of space while there is room. The first commit that fails for want of
+space releases it and is tried again, so the requests in that batch are still answered;
+from then on the service refuses sends (which grow the database), while receives, deletes
+and visibility changes (rows updated or removed, pages the WAL reuses) go on durably in the
+reserve's room. If even that runs out, a failed batch's changes are kept, in order, and
+committed ahead of the next batch (tried again every ``DISK_CHECK_INTERVAL``); its requests
+are answered ``StoreFull`` (503), never acknowledged before their changes are on disk. Once
+the reserve can be made again, sends are taken again. Any other database error still ends
+the process (``StoreFailed``): memory and disk may disagree, the database is the truth.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +38,12 @@ import orjson
 from surge.queue.server.broker import Broker, QueueState, StoredMessage
 from surge.queue.server.lifecycle import Lifecycle, State
 from surge.queue.server.moves import MoveTask
+
+log = logging.getLogger("surge.queue.server")
+
+RESERVE_NAME = "queue.reserve"
+RESERVE_BYTES = 8 * 1024 * 1024  # two WAL cycles (1,000 pages of 4 KiB) of updates
+DISK_CHECK_INTERVAL = 1.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -83,20 +103,73 @@ class StoreFailed(Exception):
     """A commit failed: memory and disk may disagree, so the server must restart."""
 
 
+class StoreFull(Exception):
+    """The disk is full: these changes are not committed yet (they will be, in order, once
+    there is room), so the request that made them must not be acknowledged."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL \
+            or "database or disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class Reserve:
+    """A file holding disk space for the database to use once the disk is full."""
+
+    def __init__(self, path: Path, size: int = RESERVE_BYTES) -> None:
+        self.path = path
+        self.size = size
+
+    def ensure(self) -> bool:
+        """Hold the space (again); False when the disk has not got it."""
+        if self.size <= 0:
+            return True
+        try:
+            if self.path.stat().st_size >= self.size:
+                return True
+        except FileNotFoundError:
+            pass
+        try:
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(descriptor, 0, self.size)
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        except OSError as exc:
+            self.release()
+            if is_disk_full(exc):
+                return False
+            raise
+        return True
+
+    def release(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
 class _Batch:
-    __slots__ = ("done", "statements")
+    __slots__ = ("done", "forced", "statements")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.statements: list[Statement] = []
         self.done: asyncio.Future[None] = loop.create_future()
+        self.forced = False  # committed even with no statements of its own (carried ones)
 
 
 class SqliteStore:
     """Journal of the broker, backed by one SQLite database file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, reserve_bytes: int = RESERVE_BYTES) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.reserve = Reserve(self.path.parent / RESERVE_NAME, reserve_bytes)
+        # Sends are refused while true; read by the service and reported by the ping.
+        self.disk_full = not self.reserve.ensure()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -107,6 +180,9 @@ class SqliteStore:
         self._writer: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
         self._in_flight: asyncio.Future[None] | None = None  # the batch being committed
+        # Changes of batches that failed for want of space, committed ahead of the next.
+        self._carried: list[Statement] = []
+        self._disk_watch: asyncio.Task[None] | None = None
         self.commits = 0
         self.committed_statements = 0
 
@@ -117,11 +193,18 @@ class SqliteStore:
         self._open = _Batch(loop)
         self._wakeup = asyncio.Event()
         self._writer = loop.create_task(self._write_loop())
+        self._disk_watch = loop.create_task(self._watch_disk())
 
     async def close(self) -> None:
         """Commit what is pending, stop the writer and close the database."""
+        if self._disk_watch is not None:
+            self._disk_watch.cancel()
         if self._writer is not None:
-            await self.durable()
+            try:
+                await self.durable()
+            except StoreFull:
+                log.error("closing with changes not committed: the disk is full",
+                          extra={"fields": {"statements": len(self._carried)}})
             self._writer.cancel()
             try:
                 await self._writer
@@ -152,11 +235,22 @@ class SqliteStore:
         self._wakeup.set()
 
     async def durable(self) -> None:
-        """Return once every change recorded so far is committed."""
+        """Return once every change recorded so far is committed; ``StoreFull`` when the
+        disk has no room for them (they stay recorded, and are committed later)."""
         if self._failed is not None:
             raise StoreFailed("the queue database failed earlier") from self._failed
         batch = self._open
-        if batch is None or not batch.statements:
+        if batch is None:
+            return
+        if not batch.statements:
+            if self._carried:
+                # Changes of a failed batch, maybe ours (a delete repeated after a 503):
+                # not durable until they are committed.
+                batch.forced = True
+                assert self._wakeup is not None
+                self._wakeup.set()
+                await asyncio.shield(batch.done)
+                return
             # Nothing new from us; an earlier commit still running may hold our changes.
             if self._in_flight is not None:
                 await asyncio.shield(self._in_flight)
@@ -171,32 +265,73 @@ class SqliteStore:
             self._wakeup.clear()
             batch = self._open
             assert batch is not None
-            if not batch.statements:
+            if not batch.statements and not batch.forced:
                 continue
             self._open = _Batch(loop)
             self._in_flight = batch.done
+            statements = self._carried + batch.statements
             try:
-                await loop.run_in_executor(self._thread, self._commit, batch.statements)
+                await loop.run_in_executor(self._thread, self._commit_or_release, statements)
             except Exception as exc:
+                if is_disk_full(exc):
+                    # Kept, in order, for the next commit; this batch's requests are told.
+                    self._carried = statements
+                    batch.done.set_exception(StoreFull(str(exc)))
+                    batch.done.exception()  # retrieved: waiters see it through durable()
+                    self._in_flight = None
+                    continue
                 self._failed = exc
                 batch.done.set_exception(StoreFailed(str(exc)))
                 batch.done.exception()  # retrieved: waiters see it through durable()
                 raise
+            self._carried = []
             self.commits += 1
-            self.committed_statements += len(batch.statements)
+            self.committed_statements += len(statements)
             batch.done.set_result(None)
             self._in_flight = None
 
+    def _commit_or_release(self, statements: list[Statement]) -> None:
+        """Commit; the first time the disk turns out full, give the database the reserve's
+        room and try once more (on the database thread)."""
+        try:
+            self._commit(statements)
+        except Exception as exc:
+            if not is_disk_full(exc) or self.disk_full:
+                raise
+            self.disk_full = True
+            self.reserve.release()
+            log.warning("the disk is full: sends are refused until there is room again",
+                        extra={"fields": {"database": str(self.path)}})
+            self._commit(statements)
+
     def _commit(self, statements: list[Statement]) -> None:
         db = self._db
-        db.execute("BEGIN")
         try:
+            db.execute("BEGIN")
             for sql, params in statements:
                 db.execute(sql, params)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+
+    async def _watch_disk(self) -> None:
+        """While the disk is full: retry carried changes, and take sends again once the
+        reserve can be made again."""
+        while True:
+            await asyncio.sleep(DISK_CHECK_INTERVAL)
+            if not self.disk_full:
+                continue
+            if self._carried:
+                assert self._open is not None and self._wakeup is not None
+                self._open.forced = True
+                self._wakeup.set()
+            elif await asyncio.get_running_loop().run_in_executor(
+                    self._thread, self.reserve.ensure):
+                self.disk_full = False
+                log.warning("the disk has room again: sends are taken again",
+                            extra={"fields": {"database": str(self.path)}})
 
     # -- Journal ----------------------------------------------------------------------------
 
@@ -260,10 +395,14 @@ class SqliteStore:
                 "SELECT name, attributes, tags, created_at, modified_at FROM queues"):
             broker.load_queue(QueueState(name, orjson.loads(attributes), created, modified,
                                          tags=orjson.loads(tags)))
-        db.execute("DELETE FROM dedup WHERE expires_at<=?", (now,))
+        try:
+            db.execute("DELETE FROM dedup WHERE expires_at<=?", (now,))
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise  # on a full disk the expired ids stay; restore ignores them below
         for queue, key, message_id, seq, expires in db.execute(
                 "SELECT queue, key, message_id, seq, expires_at FROM dedup"):
-            if queue in broker.queues:
+            if queue in broker.queues and expires > now:
                 broker.queues[queue].dedup[key] = (message_id, seq, expires)
         loaded = 0
         for row in db.execute("SELECT * FROM messages ORDER BY seq"):

@@ -6,6 +6,9 @@ back to bytes.
   botocore (``awsQueryCompatible``) reports the classic code.
 - Query (older SDKs, curl): form-encoded ``Action=…`` with ``Attribute.1.Name`` style
   flattening, XML responses and XML errors.
+
+The Content-Type decides which: Amazon::SQS::Simple posts a form *and* sends an
+``X-Amz-Target`` header.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 from xml.sax.saxutils import escape
 
 import orjson
@@ -39,8 +42,20 @@ _HTTP_STATUS = {
     "PurgeQueueInProgress": 403,
     "OverLimit": 403,
     "InvalidClientTokenId": 403,
+    "SignatureDoesNotMatch": 403,
+    "MissingAuthenticationToken": 403,
     "InternalError": 500,
     "ServiceUnavailable": 503,
+}
+# Errors of the signature check come from AWS's front end, not from SQS: their JSON type
+# names are the front end's (the classic code still travels in x-amzn-query-error).
+_JSON_TYPES = {
+    "SignatureDoesNotMatch": "com.amazon.coral.service#InvalidSignatureException",
+    "IncompleteSignature": "com.amazon.coral.service#IncompleteSignatureException",
+    "InvalidClientTokenId": "com.amazon.coral.service#UnrecognizedClientException",
+    "MissingAuthenticationToken":
+        "com.amazon.coral.service#MissingAuthenticationTokenException",
+    "RequestExpired": "com.amazon.coral.service#RequestExpired",
 }
 
 
@@ -56,10 +71,22 @@ class WireRequest:
     params: dict[str, Any]
 
 
-def decode(method: str, headers: dict[str, str], query: str, body: bytes) -> WireRequest:
-    """Work out the protocol and action of an SQS request and its parameters."""
-    target = headers.get("x-amz-target")
-    if target:
+def protocol_of(method: str, headers: dict[str, str]) -> str:
+    """JSON for an ``application/x-amz-json-*`` body; the query protocol for a form body or
+    a GET; by ``X-Amz-Target`` when the Content-Type says neither."""
+    content_type = headers.get("content-type", "").lower()
+    if content_type.startswith("application/x-amz-json"):
+        return Protocol.JSON
+    if content_type.startswith("application/x-www-form-urlencoded") or method == "GET":
+        return Protocol.QUERY
+    return Protocol.JSON if "x-amz-target" in headers else Protocol.QUERY
+
+
+def decode(protocol: str, method: str, headers: dict[str, str], query: str,
+           body: bytes) -> WireRequest:
+    """The action of an SQS request in ``protocol`` and its parameters."""
+    if protocol == Protocol.JSON:
+        target = headers.get("x-amz-target", "")
         action = target.rpartition(".")[2]
         try:
             params = orjson.loads(body) if body.strip() else {}
@@ -167,7 +194,8 @@ def encode_error(protocol: str, error: QueueError,
     query_code = _QUERY_CODES.get(code, code)
     status = error_status(code)
     if protocol == Protocol.JSON:
-        body = orjson.dumps({"__type": f"com.amazonaws.sqs#{code}", "message": message})
+        json_type = _JSON_TYPES.get(code, f"com.amazonaws.sqs#{code}")
+        body = orjson.dumps({"__type": json_type, "message": message})
         return status, body, JSON_CONTENT_TYPE, [("x-amzn-query-error", f"{query_code};{fault}")]
     xml = (
         f'<?xml version="1.0"?><ErrorResponse xmlns="{XML_NAMESPACE}"><Error>'
@@ -221,16 +249,14 @@ def _xml_element(action: str, name: str, value: Any) -> str:
     return f"<{name}>{_xml_scalar(value)}</{name}>"
 
 
-def access_key_of(headers: dict[str, str], params: dict[str, Any]) -> str | None:
-    """The access key id from a SigV4 Authorization header (or a presigned URL's
-    X-Amz-Credential). The signature itself is not checked: this is an allow-list, not auth."""
+def access_key_of(headers: dict[str, str], query: str) -> str | None:
+    """The access key id a request names (SigV4 Authorization header, or a presigned URL's
+    X-Amz-Credential), unchecked: the SenderId of unsigned local use, where any is taken."""
     authorization = headers.get("authorization", "")
     credential = ""
     if "Credential=" in authorization:
         credential = authorization.split("Credential=", 1)[1]
-    elif params.get("X-Amz-Credential"):
-        credential = str(params["X-Amz-Credential"])
-    elif authorization.startswith("AWS "):
-        credential = authorization[4:]
-    key = credential.split("/", 1)[0].split(":", 1)[0].strip(" ,")
+    elif "X-Amz-Credential=" in query:
+        credential = unquote(query.split("X-Amz-Credential=", 1)[1].split("&", 1)[0])
+    key = credential.split("/", 1)[0].strip(" ,")
     return key or None

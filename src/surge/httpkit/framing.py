@@ -1,7 +1,8 @@
 """Request framing decisions: pure functions over a parsed request head.
 
-httptools (llhttp) already refuses most malformed input; these checks are the gateway's own
-statement of what it accepts, so a lenient parser build or a future change cannot let an
+httptools (llhttp) already refuses most malformed input; these checks are surge's own
+statement of what its HTTP servers accept (the gateway, and httpkit's server under the queue
+server and the admin API), so a lenient parser build or a future change cannot let an
 ambiguous request through to a handler or a backend (request smuggling). Every refusal is
 a ``BadRequest`` (400, connection closed) or ``BodyTooLarge`` (413).
 """
