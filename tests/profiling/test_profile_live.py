@@ -99,7 +99,8 @@ def test_nytprof_reports_of_the_perl_example(tmp_path):
     assert handler.stdout.startswith("NYTProf report of process_image from 1 process profile")
     index = Path(handler.stdout.splitlines()[-1])
     assert index == tmp_path / "process_image-nytprof" / "index.html" and index.is_file()
-    [script_report] = index.parent.glob("process_image-pl-*-line.html")
+    # nytprofhtml names a page after the script path as perl saw it (relative or absolute).
+    [script_report] = index.parent.glob("*process_image-pl-*-line.html")
     subs = set(re.findall(r"main::(\w+)", script_report.read_text()))
     assert {"process_image", "dimension", "thumbnail_size", "run_persistent"} <= subs
 
