@@ -1,6 +1,6 @@
 """The gateway's Python cost per proxied request, without sockets, against a git revision.
 
-    .venv/bin/python bench/gateway/hotpath.py [--against REV] [--requests N]
+    .venv/bin/python bench/gateway/hotpath.py [--against REV] [--requests N] [--body BYTES]
 
 What a proxied request costs in the gateway's own code, with the kernel and the event loop's
 I/O left out: the real ``HttpConnection``, proxy route and ``UpstreamConnection`` objects,
@@ -9,7 +9,9 @@ a pool of one target with 4 slots (a Starman with 4 workers), so most requests w
 for a slot, as under ``wrk -c100`` in ``bench/gateway/proxy.py``. The reference is the same
 measurement of an earlier revision (default ``HEAD~1``), checked out in a temporary git
 worktree and run in turn with this one. CPU time, best of 7 rounds each: on a shared
-machine the best round is the one least disturbed.
+machine the best round is the one least disturbed. ``--body BYTES`` makes each request a
+POST with a body of that size (the coroutine path, and past ``gateway.body_buffer_size`` a
+temporary file), with fewer requests per round.
 
 Why this exists: in front of Starman on two shared cores, the gateway's CPU per request
 decides its throughput against nginx, and its Python part is the share this project can
@@ -71,7 +73,12 @@ class MemoryTransport:
         self.closing = True
 
 
-async def measure(requests: int, data_dir: str, clients: int) -> float:
+def post_with_body(size: int) -> bytes:
+    return (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%b" % (size, b"x" * size))
+
+
+async def measure(requests: int, data_dir: str, clients: int, request: bytes = REQUEST) -> float:
     """Microseconds of CPU per proxied request in this interpreter's ``surge``."""
     from surge.config.loader import validate_settings
     from surge.gateway.http.accesslog import AccessLog
@@ -108,7 +115,7 @@ async def measure(requests: int, data_dir: str, clients: int) -> float:
                                     answered)
         transport.client = client
         client.connection_made(transport)
-        client.data_received(REQUEST)
+        client.data_received(request)
     best = float("inf")
     per_round = max(1, requests // ROUNDS)
     for _ in range(ROUNDS):
@@ -121,7 +128,9 @@ async def measure(requests: int, data_dir: str, clients: int) -> float:
             ready, answered[:] = answered[:], []
             for transport in ready:  # a client with its answer sends the next request
                 transport.written.clear()
-                transport.client.data_received(REQUEST)
+                transport.client.data_received(request)
+            if request is not REQUEST:
+                await asyncio.sleep(0)  # a request with a body is handled in a task
         best = min(best, (time.process_time() - started) / proxied * 1e6)
         await asyncio.sleep(0)  # let the loop run what the round scheduled
     stats = pool.stats()
@@ -130,12 +139,12 @@ async def measure(requests: int, data_dir: str, clients: int) -> float:
     return best
 
 
-def run_in(tree: Path, requests: int, clients: int) -> float:
+def run_in(tree: Path, requests: int, clients: int, body: int) -> float:
     """``measure`` in a fresh interpreter importing ``surge`` from ``tree``."""
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
     out = subprocess.run([sys.executable, __file__, "--measure", str(requests),
-                          "--clients", str(clients)], env=env, cwd=tree, capture_output=True,
-                         text=True, check=True)
+                          "--clients", str(clients), "--body", str(body)], env=env, cwd=tree,
+                         capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -146,6 +155,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=280_000)
     parser.add_argument("--clients", type=int, default=100,
                         help="client connections, each with one request outstanding")
+    parser.add_argument("--body", type=int, default=0,
+                        help="bytes of request body: a POST instead of a GET (default 0)")
     parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -156,8 +167,9 @@ def main() -> None:
         here = Path.cwd().resolve()
         assert Path(surge.__file__).resolve().is_relative_to(here), (surge.__file__, here)
 
+        request = post_with_body(args.body) if args.body else REQUEST
         with tempfile.TemporaryDirectory() as data_dir:
-            print(uvloop.run(measure(args.measure, data_dir, args.clients)))
+            print(uvloop.run(measure(args.measure, data_dir, args.clients, request)))
         return
     with tempfile.TemporaryDirectory(prefix="surge-hotpath-") as scratch:
         reference = Path(scratch) / "reference"
@@ -166,7 +178,7 @@ def main() -> None:
         try:
             rows = []
             for name, tree in (("this checkout", REPO), (args.against, reference)):
-                rows.append((name, run_in(tree, args.requests, args.clients)))
+                rows.append((name, run_in(tree, args.requests, args.clients, args.body)))
                 print(f"  {name:20} {rows[-1][1]:6.2f} µs per proxied request", flush=True)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",

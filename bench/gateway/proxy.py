@@ -122,10 +122,10 @@ class Row:
     result: WrkResult
 
 
-def start_starman(directory: Path, workers: int) -> tuple[Server, str]:
+def start_starman(directory: Path, workers: int, psgi: str = PSGI_APP) -> tuple[Server, str]:
     assert shutil.which("starman"), "starman is missing (apt-get install starman)"
     app = directory / "bench.psgi"
-    app.write_text(PSGI_APP)
+    app.write_text(psgi)
     port = free_port()
     server = Server(["starman", "--workers", str(workers), "--listen", f"127.0.0.1:{port}",
                      "--backlog", "4096", str(app)])

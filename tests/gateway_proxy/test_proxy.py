@@ -7,12 +7,13 @@ import contextlib
 import hashlib
 import tracemalloc
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from surge.config.settings import Settings
+from surge.config.settings import ProxyRoute, Settings
 from surge.gateway.exchange import Request
 from surge.gateway.proxy import ProxyService
 from surge.gateway.proxy.errors import UpstreamBroken
@@ -21,18 +22,29 @@ from surge.gateway.proxy.forward import ProxyHandler
 from .fakes import FakeBody, FakeResponse, make_request, run_async
 from .upstreams import AdminFake, PythonUpstream, free_port
 
+# Where the proxies the tests start keep their temporary files (set per test).
+DATA_DIR = {"path": ""}
 
-def settings_for(targets: list[str], **pool: Any) -> Settings:
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path) -> None:
+    DATA_DIR["path"] = str(tmp_path / "data")
+
+
+def settings_for(targets: list[str], gateway: dict[str, Any] | None = None,
+                 **pool: Any) -> Settings:
     pool.setdefault("health_check", {"path": "/health"})
     if not targets:  # a pool whose instances the supervisor starts (and announces)
         pool.setdefault("command", "app --port {port}")
-    return Settings.model_validate({"pools": {"web": {"targets": targets, **pool}}})
+    return Settings.model_validate({"data_dir": DATA_DIR["path"] or ".surge",
+                                    "gateway": gateway or {},
+                                    "pools": {"web": {"targets": targets, **pool}}})
 
 
 @contextlib.asynccontextmanager
 async def proxy(targets: list[str], targets_from: str | None = None,
-                **pool: Any) -> AsyncIterator[ProxyService]:
-    service = ProxyService(settings_for(targets, **pool), targets_from, processes=1)
+                gateway: dict[str, Any] | None = None, **pool: Any) -> AsyncIterator[ProxyService]:
+    service = ProxyService(settings_for(targets, gateway, **pool), targets_from, processes=1)
     await service.start()
     try:
         yield service
@@ -200,6 +212,79 @@ async def test_get_is_retried_elsewhere_but_post_never():
             puts = [await get(service, method="PUT", body=FakeBody([b"x"], 1))
                     for _ in range(4)]
             assert [r.status for r in puts] == [200] * 4  # small body: buffered, replayable
+
+
+@run_async
+async def test_a_body_kept_in_a_temp_file_is_sent_whole_and_again_on_a_retry():
+    block = bytes(range(256)) * 400  # 100 kB: past body_buffer_size, so in a temp file
+    chunked = [(b"host", b"x"), (b"transfer-encoding", b"chunked")]
+    async with upstreams(2) as [good, resetting]:
+        resetting.reset_everything = True
+        async with proxy([resetting.address, good.address], balancing="round_robin") as service:
+            for _ in range(2):  # one of them meets the resetting target first
+                response = await get(service, method="PUT", headers=chunked,
+                                     body=FakeBody([block[:30_000], block[30_000:]], None))
+                seen = orjson.loads(response.body)
+                assert (response.status, seen["port"]) == (200, good.port)
+                assert seen["body_size"] == len(block)
+                assert seen["body_sha256"] == hashlib.sha256(block).hexdigest()
+                headers = dict(seen["headers"])
+                assert headers["content-length"] == str(len(block))  # no longer chunked
+            assert web(service)["retries"] >= 1
+
+
+@run_async
+async def test_a_route_without_request_buffering_streams_the_body_as_it_comes():
+    chunked = [(b"host", b"x"), (b"transfer-encoding", b"chunked")]
+    async with upstreams() as [app], proxy([app.address]) as service:
+        for request_buffering in (True, False):
+            handler = service.handler_for(ProxyRoute(pool="web",
+                                                     request_buffering=request_buffering))
+            body = FakeBody([b"a" * 1000] * 5, None, delay=0.1)  # half a second of body
+            response = FakeResponse()
+            sending = asyncio.ensure_future(handler.handle(
+                make_request("PUT", f"/echo?{request_buffering}", headers=chunked, body=body),
+                response))
+            await asyncio.sleep(0.25)  # part of the body has come
+            put_seen = f"PUT /echo?{request_buffering}" in app.seen
+            assert put_seen is not request_buffering  # streamed: the target has it already
+            await sending
+            headers = dict(orjson.loads(response.body)["headers"])
+            assert ("transfer-encoding" in headers) is not request_buffering
+
+
+class _StalledClient(FakeResponse):
+    """A client that takes nothing until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(keep_body=False)
+        self.gate = asyncio.Event()
+
+    async def write(self, data: bytes) -> None:
+        await self.gate.wait()
+        await super().write(data)
+
+
+@run_async
+async def test_a_stalled_client_holds_no_slot_unless_the_route_streams_responses():
+    size = 16 * 1024 * 1024  # more than the kernel's socket buffers hold on the way
+    async with upstreams() as [app], proxy([app.address], workers=1,
+                                           queue_timeout="10s") as service:
+        for response_buffering in (True, False):
+            handler = service.handler_for(ProxyRoute(pool="web",
+                                                     response_buffering=response_buffering))
+            stalled = _StalledClient()
+            download = asyncio.ensure_future(
+                handler.handle(make_request("GET", f"/big?size={size}"), stalled))
+            await _until(lambda stalled=stalled: stalled.started)
+            quick = asyncio.ensure_future(get(service))
+            await asyncio.sleep(0.5)
+            # Buffered, the target was done with it at once; streamed, the one slot waits.
+            assert quick.done() is response_buffering
+            stalled.gate.set()
+            assert (await quick).status == 200
+            await download
+            assert stalled.size == size
 
 
 @run_async

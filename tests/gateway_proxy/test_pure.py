@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import pytest
 
 from surge.gateway.proxy.admission import Admission, Waiter
 from surge.gateway.proxy.balancing import LeastOutstanding, RoundRobin, Target, routable
 from surge.gateway.proxy.deadlines import DeadlineSweep
+from surge.gateway.proxy.errors import (
+    NoCapacity,
+    UpstreamBroken,
+    UpstreamConnectError,
+    UpstreamTimeout,
+)
 from surge.gateway.proxy.feed import parse_targets
 from surge.gateway.proxy.headers import request_head
 from surge.gateway.proxy.health import HealthChange, SuccessCodes, TargetHealth
-from surge.gateway.proxy.retry import may_retry
-from surge.gateway.proxy.upstream import UpstreamConnection, UpstreamResponse
+from surge.gateway.proxy.retry import Retry, after_failure, may_retry
+from surge.gateway.proxy.upstream import BodyBuffering, UpstreamConnection, UpstreamResponse
 
 from .fakes import run_async
 
@@ -278,6 +286,37 @@ def test_retry_decision(method, started, replayable, attempts, others, expected)
                      attempts=attempts, other_targets=others) is expected
 
 
+def _after(failure: Exception, method: str = "GET", *, started: bool = False,
+           replayable: bool = True, attempts: int = 1, others: int = 1,
+           on_new_connection: bool = False) -> Retry:
+    return after_failure(failure, method, response_started=started,  # type: ignore[arg-type]
+                         body_replayable=replayable, attempts=attempts, other_targets=others,
+                         on_new_connection=on_new_connection)
+
+
+def test_what_follows_a_failed_attempt():
+    closed_on_reuse = UpstreamBroken("closed", nothing_received=True, reused=True)
+    closed_fresh = UpstreamBroken("closed", nothing_received=True)
+    cut = UpstreamBroken("cut mid-response")
+    refused = UpstreamConnectError("refused")
+    # A kept-alive connection the target closed as we reused it: once more, on a new one,
+    # even with no other target, but only once.
+    assert _after(closed_on_reuse, others=0) is Retry.ON_A_NEW_CONNECTION
+    assert _after(closed_on_reuse, on_new_connection=True) is Retry.ELSEWHERE
+    assert _after(closed_on_reuse, on_new_connection=True, others=0) is Retry.NO
+    assert _after(closed_on_reuse, "POST") is Retry.NO
+    assert _after(closed_on_reuse, replayable=False) is Retry.NO
+    # Nothing sent back: elsewhere, within may_retry's rules.
+    assert _after(closed_fresh) is Retry.ELSEWHERE
+    assert _after(refused, "PUT") is Retry.ELSEWHERE
+    assert _after(refused, attempts=3) is Retry.NO
+    assert _after(refused, started=True) is Retry.NO
+    # The target received it and may have acted on it, or took too long: never again.
+    assert _after(cut) is Retry.NO
+    assert _after(UpstreamTimeout("slow")) is Retry.NO
+    assert _after(NoCapacity("full")) is Retry.NO
+
+
 # --- targets feed ---------------------------------------------------------------------------
 def test_parse_targets():
     version, pools = parse_targets(
@@ -412,3 +451,81 @@ async def test_a_silent_target_times_out_and_a_garbled_one_is_broken():
     with pytest.raises(UpstreamBroken):
         await response.read_head(1.0)
     assert transport.closed
+
+
+def _buffered(tmp_path: Path, memory: int, temp_file: int
+              ) -> tuple[UpstreamConnection, _Transport, UpstreamResponse]:
+    connection, transport = _connection()
+    response = connection.begin(False, BodyBuffering(memory, temp_file, str(tmp_path)))
+    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+    return connection, transport, response
+
+
+def _open_files(tmp_path: Path) -> int:
+    return sum(1 for fd in os.listdir("/proc/self/fd")
+               if os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(tmp_path)))
+
+
+@run_async
+async def test_a_buffered_body_spills_to_a_temp_file_in_order(tmp_path: Path):
+    connection, transport, response = _buffered(tmp_path, memory=10, temp_file=1000)
+    connection.data_received(b"a" * 8)  # memory
+    assert _open_files(tmp_path) == 0
+    connection.data_received(b"b" * 8)  # past the memory: the file
+    connection.data_received(b"c" * 4)  # the file holds some: after it, not in memory
+    assert _open_files(tmp_path) == 1 and not os.listdir(tmp_path)  # unnamed
+    assert response.body_buffered == 20 and not transport.paused
+    await response.read_head(1.0)
+    assert await response.read_body(1.0) == b"a" * 8
+    assert await response.read_body(1.0) == b"b" * 8 + b"c" * 4  # the file, emptied
+    connection.data_received(b"d" * 6)  # memory again
+    connection.data_received(b"e" * 6)  # over the memory limit: the file again
+    assert response.take_body() == b"d" * 6 + b"e" * 6
+    assert _open_files(tmp_path) == 0  # take_body gives the file back
+
+
+@run_async
+async def test_a_full_temp_file_pauses_the_target_until_it_is_emptied(tmp_path: Path):
+    connection, transport, response = _buffered(tmp_path, memory=10, temp_file=100)
+    connection.data_received(b"m" * 10)
+    connection.data_received(b"f" * 60)
+    assert not transport.paused
+    connection.data_received(b"g" * 60)  # the file is at its limit: the target waits
+    assert transport.paused and response.body_buffered == 130
+    await response.read_head(1.0)
+    assert await response.read_body(1.0) == b"m" * 10
+    assert transport.paused  # the file still holds 120 bytes
+    assert await response.read_body(1.0) == b"f" * 60 + b"g" * 60
+    assert not transport.paused  # emptied: the target sends again
+    response.close_file()
+    assert _open_files(tmp_path) == 0
+
+
+@run_async
+async def test_without_a_temp_file_the_memory_limit_pauses_the_target(tmp_path: Path):
+    connection, transport, response = _buffered(tmp_path, memory=10, temp_file=0)
+    connection.data_received(b"x" * 10)
+    assert not transport.paused
+    connection.data_received(b"y")
+    assert transport.paused and _open_files(tmp_path) == 0
+    await response.read_head(1.0)
+    assert await response.read_body(1.0) == b"x" * 10 + b"y"
+    assert not transport.paused
+
+
+@run_async
+async def test_a_complete_response_frees_the_target_even_when_the_connection_cannot_stay():
+    connection, _ = _connection()
+    response = connection.begin(skip_body=False)
+    freed: list[UpstreamResponse] = []
+    response.on_complete = freed.append
+    connection.data_received(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n"
+                             b"\r\nok")
+    assert freed == [response] and not response.reusable
+    connection, _ = _connection()
+    delimited = connection.begin(skip_body=False)
+    delimited.on_complete = freed.append
+    connection.data_received(b"HTTP/1.1 200 OK\r\n\r\nuntil close")
+    assert freed == [response]
+    connection.connection_lost(None)  # the end of a close-delimited body
+    assert freed == [response, delimited]

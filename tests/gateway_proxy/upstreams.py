@@ -77,6 +77,7 @@ class PythonUpstream:
         # connection timed out by the server just as the proxy reuses it.
         self.drop_reused = False
         self.writers: set[asyncio.StreamWriter] = set()
+        self.seen: list[str] = []  # "METHOD target" of every request whose head arrived
 
     @property
     def address(self) -> str:
@@ -106,6 +107,7 @@ class PythonUpstream:
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
                 carried += 1
+                self.seen.append(f"{method} {target}")
                 if self.reset_everything or (self.drop_reused and carried > 1):
                     return
                 # Health checks come on their own connections: count only proxied requests.

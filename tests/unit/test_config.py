@@ -118,3 +118,25 @@ def test_admin_off_loopback_needs_the_risk_accepted(listen):
 def test_instance_refresh_bounds(refresh, expected):
     with pytest.raises(ConfigError, match=expected):
         load_settings(None, {"pools.web.instance_refresh": refresh})
+
+
+def test_slow_client_settings_are_checked_and_explained():
+    from surge.config.explain import describe
+
+    with pytest.raises(ConfigError) as error:
+        validate_settings({"gateway": {"send_timeout": 0, "response_buffer_size": 0}})
+    assert "gateway.send_timeout" in str(error.value)
+    assert "gateway.response_buffer_size" in str(error.value)
+    with pytest.raises(ConfigError, match=r"routes\.0\.proxy\.request_bufering: unknown key"):
+        validate_settings({"pools": {"web": {"targets": ["127.0.0.1:1"]}},
+                           "routes": [{"proxy": {"pool": "web", "request_bufering": False}}]})
+    settings = validate_settings({
+        "gateway": {"body_min_rate": "1k", "body_rate_grace": "5s"},
+        "pools": {"web": {"targets": ["127.0.0.1:1"]}},
+        "routes": [{"prefix": "/live", "proxy": {"pool": "web", "request_buffering": False}},
+                   {"proxy": {"pool": "web"}}]})
+    assert (settings.gateway.body_min_rate, settings.gateway.body_rate_grace) == (1024, 5.0)
+    described = describe(settings).splitlines()
+    assert "route     * /live proxy → pool web (streams request bodies: a slow client " \
+           "holds a target slot)" in described
+    assert "route     * / proxy → pool web" in described

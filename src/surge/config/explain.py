@@ -19,7 +19,12 @@ def describe(settings: Settings) -> str:
     for route in settings.routes:
         methods = ",".join(route.methods) or "*"
         if route.proxy:
-            action = f"proxy → pool {route.proxy.pool}"
+            streamed = [what for what, buffered in (
+                ("request bodies", route.proxy.request_buffering),
+                ("responses", route.proxy.response_buffering)) if not buffered]
+            action = f"proxy → pool {route.proxy.pool}" + (
+                f" (streams {' and '.join(streamed)}: a slow client holds a target slot)"
+                if streamed else "")
         elif route.enqueue:
             action = f"enqueue → queue {route.enqueue.queue} as task {route.enqueue.task}"
         else:

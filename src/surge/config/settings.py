@@ -35,8 +35,26 @@ class GatewaySettings(StrictModel):
     backlog: int = Field(4096, ge=1)
     max_header_size: ByteSize = 8 * 1024  # request line + headers → 431 beyond (nginx: 8k)
     max_body_size: ByteSize = 1024 * 1024  # → 413 beyond (nginx client_max_body_size 1m)
-    header_timeout: Duration = 60.0  # → 408 (nginx client_header_timeout)
-    body_timeout: Duration = 60.0  # → 408 (nginx client_body_timeout)
+    header_timeout: Duration = 60.0  # whole head → 408 (nginx client_header_timeout)
+    body_timeout: Duration = 60.0  # between two reads of the body → 408 (client_body_timeout)
+    # A body must also arrive at body_min_rate bytes/s on average once body_rate_grace has
+    # passed: N bytes within body_rate_grace + N / body_min_rate seconds, else 408 (Apache's
+    # RequestReadTimeout body=20,MinRate=500), so a trickle cannot stretch body_timeout
+    # forever. 0: no minimum rate.
+    body_min_rate: ByteSize = 500
+    body_rate_grace: Duration = 20.0
+    # Between two writes that the client took → close (nginx send_timeout), for every response.
+    send_timeout: Duration = Field(60.0, gt=0)
+    # Request bodies are read whole before a proxied request takes a target slot (nginx
+    # proxy_request_buffering on): up to this in memory, the rest in a temporary file in
+    # DATA_DIR/tmp (nginx client_body_buffer_size: two memory pages, 8k|16k).
+    body_buffer_size: ByteSize = 16 * 1024
+    # Proxied responses are read from the target as fast as it sends them (nginx
+    # proxy_buffering on): up to this in memory, the rest in a temporary file…
+    response_buffer_size: ByteSize = Field(64 * 1024, ge=1)  # (nginx proxy_buffers 8 × 4k|8k)
+    # … of at most this; past it, the target waits for the client (the response streams).
+    # 0: no temporary file (nginx proxy_max_temp_file_size 1024m).
+    response_max_temp_file_size: ByteSize = 1024 * 1024 * 1024
     keepalive_timeout: Duration = 75.0  # idle keep-alive (nginx keepalive_timeout)
     shutdown_timeout: Duration = 30.0  # SIGTERM: finish in-flight requests up to this
     # Nice value of the gateway processes (nginx's worker_priority). On cores shared with
@@ -192,6 +210,12 @@ class PoolSettings(StrictModel):
 
 class ProxyRoute(StrictModel):
     pool: str
+    # false: the body streams to the target as it arrives, holding a target slot meanwhile
+    # (nginx proxy_request_buffering off), for uploads the app must see as they come.
+    request_buffering: bool = True
+    # false: the response streams to the client, holding the target until the client has
+    # read it (nginx proxy_buffering off), for responses that must reach it as they come.
+    response_buffering: bool = True
 
 
 class EnqueueRoute(StrictModel):

@@ -108,3 +108,8 @@ class OutcomeUnknown(ServiceUnavailable):
     a retry may repeat the action, unless the request is idempotent (an Idempotency-Key)."""
 
     http_status = 504
+
+
+class TempFileError(SurgeError):
+    """A body could not be kept in a temporary file (no room left, no such directory); the
+    message names the directory. The request fails with 500 and the log says why."""

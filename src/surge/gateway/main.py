@@ -22,6 +22,7 @@ import orjson
 import uvloop
 
 from surge.config.settings import Settings
+from surge.gateway.errors import TempFileError
 from surge.gateway.exchange import RouteHandler
 from surge.gateway.http.accesslog import AccessLog
 from surge.gateway.http.limits import Limits
@@ -43,6 +44,7 @@ from surge.gateway.routes.health import HEALTH_PATH, HealthHandler
 from surge.gateway.routes.router import RouteEntry, Router
 from surge.gateway.routes.static import StaticHandler
 from surge.gateway.routes.tasks import TASKS_PREFIX, TaskStatusHandler
+from surge.gateway.spool import prepare_temp_dir, temp_dir_of
 from surge.liveness import heartbeat_file_from_env, touch_forever
 from surge.results.interface import ResultStore
 
@@ -57,6 +59,11 @@ def run_gateway(settings: Settings, targets_from: str | None) -> int:
     if refused is not None:  # as nginx does for worker_priority: say so, and serve anyway
         log.warning("gateway.priority = %d not applied: %s; running at nice %d",
                     gateway.priority, refused, os.getpriority(os.PRIO_PROCESS, 0))
+    try:  # request bodies and responses wait there when they are large (surge.gateway.spool)
+        prepare_temp_dir(temp_dir_of(settings.data_dir))
+    except TempFileError as exc:
+        log.error("surge gateway: %s", exc)
+        return 1
     plan = plan_processes(gateway.processes, gateway.max_connections, os.cpu_count() or 1, nofile)
     listeners = bind_listeners(gateway.listen.host, gateway.listen.port, plan.processes,
                                gateway.backlog)
@@ -123,7 +130,7 @@ async def build_routes(settings: Settings, targets_from: str | None,
         if route.proxy is not None:
             if components.proxy is None:
                 components.proxy = await _start_proxy(settings, targets_from)
-            handler = components.proxy.handler_for(route.proxy.pool)  # type: ignore[attr-defined]
+            handler = components.proxy.handler_for(route.proxy)  # type: ignore[attr-defined]
         elif route.enqueue is not None:
             if sender is None:
                 sender = _open_sender(settings, components)

@@ -4,7 +4,11 @@ Requests are parsed as they arrive; each becomes an ``Exchange`` (request, body 
 response stream, handler). Exchanges are answered one at a time in arrival order
 (pipelining), and reading pauses while a later request waits, so a client that pipelines
 without reading holds bounded memory. Deadlines are a field per connection checked by the
-server's periodic sweep (``ConnectionHost.sweep``), not a timer per request.
+server's periodic sweep (``ConnectionHost.sweep``), not a timer per request: the head
+must arrive within ``header_timeout``, a body at ``body_min_rate`` after a grace (and with
+no gap over ``body_timeout``), and a response that the client stops taking is cut
+``send_timeout`` after its last progress (connections whose writing is paused are in
+``ConnectionHost.sending``, which the sweep checks).
 
 Refused requests (bad framing → 400, head too large → 431, body too large → 413, slow
 client → 408, HTTP version other than 1.0/1.1 → 505, CONNECT → 501) become an exchange
@@ -23,9 +27,12 @@ by the server, a bounded few) is answered without parsing at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
+import socket
+import struct
 import time
 from collections import deque
 from typing import Protocol, cast
@@ -68,6 +75,8 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PAT
 CHECK_HEADERS = not parser_refuses_bad_headers()
 # At shutdown, how long a just-accepted connection may take to send its first request.
 FIRST_REQUEST_GRACE = 1.0
+# SO_LINGER on, 0 s: closing the socket resets the connection and drops what it holds.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class ConnectionHost(Protocol):
@@ -108,6 +117,10 @@ class ConnectionHost(Protocol):
 
     def unregister(self, connection: HttpConnection) -> None: ...
 
+    # Connections with bytes the client has not taken yet (writing paused, or closing with
+    # a full buffer): the sweep calls ``send_expired`` once their ``send_deadline`` passes.
+    sending: set[HttpConnection]
+
 
 class Exchange:
     """One request and its response."""
@@ -130,11 +143,12 @@ class Exchange:
 
 class HttpConnection(asyncio.Protocol):
     # Slots: 50,000 of these live at once; they also make attribute access cheaper.
-    __slots__ = ("_body_paused", "_completed_in_feed", "_drain_waiters", "_error", "_fast_health",
-                 "_head_raw", "_head_size", "_headers", "_reading_paused", "_replayable",
-                 "_skipped_body", "_url", "_write_paused", "active", "client", "closed", "deadline",
-                 "fresh_until", "host", "keep_alive", "limits", "parser", "pending", "reading",
-                 "registered", "state", "task", "transport")
+    __slots__ = ("_body_began", "_body_paused", "_completed_in_feed", "_drain_waiters", "_error",
+                 "_fast_health", "_head_raw", "_head_size", "_headers", "_paused_at",
+                 "_reading_paused", "_replayable", "_send_backlog", "_skipped_body", "_url",
+                 "_write_paused", "active", "client", "closed", "deadline", "fresh_until", "host",
+                 "keep_alive", "limits", "parser", "pending", "reading", "registered",
+                 "send_deadline", "state", "task", "transport")
 
     def __init__(self, host: ConnectionHost) -> None:
         self.host = host
@@ -165,6 +179,10 @@ class HttpConnection(asyncio.Protocol):
         self._fast_health: tuple[bool, bool] | None = None  # (keep_alive, head_only)
         self._replayable: bool | None = None  # head_only of a keep-alive /health in this feed
         self._skipped_body: Exchange | None = None  # whose body llhttp skipped (Upgrade)
+        self._body_began = 0.0  # when the body being read began, plus the time we paused it
+        self._paused_at = 0.0  # when reading was last paused
+        self.send_deadline = 0.0  # loop time; 0: the client takes what we write
+        self._send_backlog = 0  # bytes waiting in the transport when send_deadline was set
 
     # asyncio.Protocol
 
@@ -194,6 +212,9 @@ class HttpConnection(asyncio.Protocol):
         self.registered = False
         self.closed = True
         self.host.unregister(self)
+        if self.send_deadline:
+            self.send_deadline = 0.0
+            self.host.sending.discard(self)
         self.state = next_state(self.state, Event.STOP)
         gone = ClientDisconnected("the client closed the connection")
         for exchange in (self.reading, self.active, *self.pending):
@@ -271,9 +292,15 @@ class HttpConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._watch_sending()
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        transport = self.transport
+        # A closing transport still has bytes to send (see _close): keep timing it.
+        if self.send_deadline and not (transport is not None and transport.is_closing()):
+            self.send_deadline = 0.0
+            self.host.sending.discard(self)
         self._wake_drain(None)
 
     def eof_received(self) -> bool | None:
@@ -332,6 +359,10 @@ class HttpConnection(asyncio.Protocol):
         keep_alive = parser.should_keep_alive()
         headers = self._headers
         framing = decide_framing(http_version, headers, self.limits.max_body_size)
+        if framing.has_body:
+            now = time.monotonic()
+            self._body_began = now
+            self.deadline = self.limits.body_deadline(now, now, 0)
         url = self._url
         if url == HEALTH_PATH and self.host.health_fast_path and not framing.has_body \
                 and (raw_method == b"GET" or raw_method == b"HEAD") \
@@ -389,8 +420,9 @@ class HttpConnection(asyncio.Protocol):
         exchange = self.reading
         if exchange is None:
             return
-        self.deadline = time.monotonic() + self.limits.body_timeout
-        if exchange.body.received + len(data) > self.limits.max_body_size:
+        received = exchange.body.received + len(data)
+        self.deadline = self.limits.body_deadline(time.monotonic(), self._body_began, received)
+        if received > self.limits.max_body_size:
             self._error = BodyTooLarge(f"body is over the limit of {self.limits.max_body_size}")
             exchange.body.fail(self._error)
             raise self._error
@@ -574,10 +606,17 @@ class HttpConnection(asyncio.Protocol):
         pause = self._body_paused or bool(self.pending) or self.state is ReadState.DONE
         if pause and not self._reading_paused:
             self._reading_paused = True
+            self._paused_at = time.monotonic()
             transport.pause_reading()
         elif not pause and self._reading_paused:
             self._reading_paused = False
             transport.resume_reading()
+            if self.state is ReadState.BODY and self.reading is not None:
+                # Our pause is not the client's slowness: its body's clock stood still.
+                now = time.monotonic()
+                self._body_began += now - self._paused_at
+                self.deadline = self.limits.body_deadline(now, self._body_began,
+                                                          self.reading.body.received)
 
     def send_continue(self) -> None:
         if self.active is not None and self.active is self.reading \
@@ -681,9 +720,45 @@ class HttpConnection(asyncio.Protocol):
             return True
         return False
 
+    def _watch_sending(self) -> None:
+        """Time the client: it must take some of what waits for it within send_timeout."""
+        transport = self.transport
+        self._send_backlog = transport.get_write_buffer_size() if transport is not None else 0
+        self.send_deadline = time.monotonic() + self.limits.send_timeout
+        self.host.sending.add(self)
+
+    def send_expired(self, now: float) -> None:
+        """Called by the sweep once ``send_deadline`` has passed: the client took nothing
+        since the deadline was set (nginx's send_timeout, between two successful writes),
+        so the connection is cut; if it took some, it gets another send_timeout."""
+        transport = self.transport
+        backlog = transport.get_write_buffer_size() if transport is not None else 0
+        if transport is None or self.closed or not backlog:
+            self.send_deadline = 0.0
+            self.host.sending.discard(self)
+            return
+        if backlog < self._send_backlog:
+            self._send_backlog = backlog
+            self.send_deadline = now + self.limits.send_timeout
+            return
+        self.send_deadline = 0.0
+        self.host.sending.discard(self)
+        # close() would wait for the client to take the rest. A reset also frees what the
+        # kernel still holds for it at once, rather than after minutes in FIN_WAIT1
+        # (nginx's reset_timedout_connection).
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        self.abort()
+
     def _close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size() and not self.send_deadline:
+                # The transport closes once the client has taken the rest: time it.
+                self._watch_sending()
 
     def abort(self) -> None:
         if self.transport is not None:

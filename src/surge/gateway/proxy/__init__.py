@@ -3,9 +3,9 @@
 ``ProxyService`` owns one ``TargetPool`` per configured pool, the background work that
 keeps them current (active health checks, following the supervisor's target list,
 cutting off targets whose deregistration delay ran out) and hands out a ``RouteHandler``
-per pool. Parts: ``admission`` (slots and the wait queue), ``balancing``, ``health``,
-``headers`` and ``retry`` are pure; ``upstream`` holds the connections; ``forward`` is
-the request cycle.
+per proxy route (its pool, and whether it buffers bodies). Parts: ``admission`` (slots and
+the wait queue), ``balancing``, ``health``, ``headers`` and ``retry`` are pure;
+``upstream`` holds the connections; ``forward`` is the request cycle.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import resource
 import time
 from collections.abc import Callable
 
-from surge.config.settings import Settings
+from surge.config.settings import ProxyRoute, Settings
 from surge.gateway.exchange import RouteHandler
 from surge.gateway.proxy.checker import HealthChecker
 from surge.gateway.proxy.feed import Entries, TargetsFeed
 from surge.gateway.proxy.forward import ProxyHandler
 from surge.gateway.proxy.pool import TargetPool
+from surge.gateway.proxy.upstream import STREAMING, BodyBuffering
+from surge.gateway.spool import prepare_temp_dir, temp_dir_of
 
 __all__ = ["ProxyService"]
 
@@ -45,6 +47,8 @@ class ProxyService:
         """``processes``: how many gateway processes share each target's concurrency limit
         (default: as many as ``surge gateway`` starts for these settings)."""
         self.clock = clock
+        self.gateway = settings.gateway
+        self.temp_dir = temp_dir_of(settings.data_dir)
         if processes is None:
             processes = gateway_processes(settings)
         self.pools = {name: TargetPool(name, pool, clock, processes=processes)
@@ -53,12 +57,14 @@ class ProxyService:
         if self.feed is None:
             for pool in self.pools.values():
                 pool.set_targets((address, "active") for address in pool.settings.targets)
-        self._handlers = {name: ProxyHandler(pool, clock) for name, pool in self.pools.items()}
+        self._handlers: dict[ProxyRoute, ProxyHandler] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Start health checks, the reaper of drained targets and the targets feed; with a
-        feed, wait (briefly) for its first answer so the gateway starts with targets."""
+        """Make sure the temporary directory works; start health checks, the reaper of
+        drained targets and the targets feed; with a feed, wait (briefly) for its first
+        answer so the gateway starts with targets."""
+        prepare_temp_dir(self.temp_dir)
         for pool in self.pools.values():
             self._tasks.append(asyncio.create_task(HealthChecker(pool).run(),
                                                    name=f"health-checks-{pool.name}"))
@@ -72,8 +78,22 @@ class ProxyService:
                 log.warning("no target list from %s:%d after %gs; starting without targets",
                             self.feed.host, self.feed.port, FIRST_TARGETS_WAIT)
 
-    def handler_for(self, pool: str) -> RouteHandler:
-        return self._handlers[pool]
+    def handler_for(self, route: ProxyRoute | str) -> RouteHandler:
+        """The handler of a proxy route (or of a pool name, with the default options);
+        routes with the same options share one."""
+        if isinstance(route, str):
+            route = ProxyRoute(pool=route)
+        handler = self._handlers.get(route)
+        if handler is None:
+            gateway = self.gateway
+            handler = self._handlers[route] = ProxyHandler(
+                self.pools[route.pool], self.clock,
+                body_memory=gateway.body_buffer_size if route.request_buffering else None,
+                temp_dir=self.temp_dir,
+                response_buffering=BodyBuffering(
+                    gateway.response_buffer_size, gateway.response_max_temp_file_size,
+                    self.temp_dir) if route.response_buffering else STREAMING)
+        return handler
 
     async def stop(self, timeout: float) -> None:
         """Stop the background work, let in-flight requests finish for up to ``timeout``

@@ -1,8 +1,16 @@
-"""The proxy route's request cycle: take a slot, send the request, stream the response.
+"""The proxy route's request cycle: read the body, take a slot, send, relay the response.
 
-A small body (known length up to ``BUFFERED_BODY_LIMIT``) is read before a target slot is
-taken, as nginx does, so a slow uploader never holds one of Starman's few workers, and so
-the request can be sent again on a retry. Larger and chunked bodies are streamed.
+The request body is read whole before a target slot is taken (nginx's
+proxy_request_buffering on): in memory up to ``body_buffer_size``, the rest in a temporary
+file, so a slow uploader never holds one of Starman's few workers, and the body can be
+sent again on a retry. It reaches the target with a Content-Length, even when the client
+sent it chunked. With ``request_buffering = false`` a route streams the body to the target
+as it arrives, holding the slot meanwhile (a small body of known length, up to
+``BUFFERED_BODY_LIMIT``, is still read first).
+
+The response is read as fast as the target sends it (``upstream.BodyBuffering``): the slot
+and the pooled connection go back as soon as the target has finished, whatever the
+client's speed (nginx's proxy_buffering on; ``response_buffering = false`` streams it).
 """
 
 from __future__ import annotations
@@ -20,18 +28,27 @@ from surge.gateway.proxy.deadlines import DeadlineSweep
 from surge.gateway.proxy.errors import (
     NoCapacity,
     ProxyError,
-    UpstreamBroken,
     UpstreamConnectError,
     UpstreamTimeout,
 )
 from surge.gateway.proxy.headers import request_head
 from surge.gateway.proxy.pool import Prepared, TargetPool
-from surge.gateway.proxy.retry import may_retry
-from surge.gateway.proxy.upstream import ConnectionPool, UpstreamConnection, UpstreamResponse
+from surge.gateway.proxy.retry import Retry, after_failure
+from surge.gateway.proxy.upstream import (
+    STREAMING,
+    BodyBuffering,
+    ConnectionPool,
+    UpstreamConnection,
+    UpstreamResponse,
+)
+from surge.gateway.spool import TempFile
 
 log = logging.getLogger("surge.gateway.proxy")
 
+# Without request buffering, a body of known length up to this is still read first.
 BUFFERED_BODY_LIMIT = 64 * 1024
+# What one read of a request body's temporary file sends to the target.
+SPOOLED_SEND_SIZE = 256 * 1024
 # The task-free path gathers a response body up to this before answering; past it, the
 # coroutine path streams the rest to the client.
 EAGER_BODY_LIMIT = 64 * 1024
@@ -47,6 +64,10 @@ class _StreamedBody:
         self.chunked = chunked
         self.started = False
 
+    @property
+    def replayable(self) -> bool:
+        return not self.started  # once read, it is gone
+
     async def send(self, connection: UpstreamConnection, timeout: float) -> None:
         self.started = True
         async for piece in self.body:
@@ -61,14 +82,42 @@ class _StreamedBody:
             connection.write(b"0\r\n\r\n")
 
 
-class ProxyHandler:
-    """The ``RouteHandler`` of one proxy route."""
+class _SpooledBody:
+    """Sends a request body read whole into a temporary file, as often as attempts ask."""
 
-    def __init__(self, pool: TargetPool, clock: Callable[[], float] = time.monotonic) -> None:
+    replayable = True
+
+    def __init__(self, file: TempFile) -> None:
+        self.file = file
+
+    async def send(self, connection: UpstreamConnection, timeout: float) -> None:
+        file = self.file
+        offset = 0
+        while offset < file.size:
+            piece = file.read(offset, SPOOLED_SEND_SIZE)
+            offset += len(piece)
+            connection.write(piece)
+            await connection.drain(timeout)
+
+
+_OutgoingBody = _StreamedBody | _SpooledBody
+
+
+class ProxyHandler:
+    """The ``RouteHandler`` of one proxy route. ``body_memory``: read request bodies whole
+    first, up to this in memory and the rest in a temporary file in ``temp_dir`` (None:
+    stream them); ``response_buffering``: where a response waits for the client."""
+
+    def __init__(self, pool: TargetPool, clock: Callable[[], float] = time.monotonic, *,
+                 body_memory: int | None = None, temp_dir: str = "",
+                 response_buffering: BodyBuffering = STREAMING) -> None:
         self.pool = pool
         self.clock = clock
         self.read_timeout = pool.settings.read_timeout
         self.eager_deadlines = DeadlineSweep(self.read_timeout, clock)
+        self.body_memory = body_memory
+        self.temp_dir = temp_dir
+        self.response_buffering = response_buffering
 
     def start_now(self, request: Request, response: ResponseWriter,
                   done: Callable[[BaseException | None], None]) -> bool:
@@ -85,18 +134,33 @@ class ProxyHandler:
         return True
 
     async def handle(self, request: Request, response: ResponseWriter) -> None:
+        body = request.body
         chunked = request.header(b"transfer-encoding") is not None
-        length = None if chunked else (request.body.content_length or 0)
+        length = None if chunked else (body.content_length or 0)
         buffered: bytes | None = None
-        streamed: _StreamedBody | None = None
-        if length is not None and length <= BUFFERED_BODY_LIMIT:
-            buffered = await _read_small_body(request.body) if length else b""
+        outgoing: _OutgoingBody | None = None
+        if length == 0:
+            buffered = b""
+        elif self.body_memory is not None:
+            kept = await _read_whole_body(body, self.body_memory, self.temp_dir)
+            if isinstance(kept, TempFile):
+                outgoing = _SpooledBody(kept)
+                length = kept.size
+            else:
+                buffered = kept
+                length = len(kept)
+        elif length is not None and length <= BUFFERED_BODY_LIMIT:
+            buffered = await _read_small_body(body)
             length = len(buffered)
         else:
-            streamed = _StreamedBody(request.body, chunked)
+            outgoing = _StreamedBody(body, chunked)
         head = _head_for(request, length)
         whole_request = (head + buffered if buffered else head) if buffered is not None else None
-        await self.cycle(request, response, head, whole_request, streamed)
+        try:
+            await self.cycle(request, response, head, whole_request, outgoing)
+        finally:
+            if isinstance(outgoing, _SpooledBody):
+                outgoing.file.close()
 
     async def cycle(
         self,
@@ -104,11 +168,13 @@ class ProxyHandler:
         response: ResponseWriter,
         head: bytes,
         whole_request: bytes | None,
-        streamed: _StreamedBody | None,
+        outgoing: _OutgoingBody | None,
         acquired: tuple[Target, Prepared | None] | None = None,
     ) -> None:
-        """Attempts on targets until one answers or no retry is allowed. ``acquired``: a
-        slot (and maybe the request already sent) that the task-free path hands over."""
+        """Attempts on targets until one answers or no retry is allowed. The request is
+        ``whole_request`` when it is all in memory, else ``head`` then ``outgoing``.
+        ``acquired``: a slot (and maybe the request already sent) that the task-free path
+        hands over."""
         pool = self.pool
         tried: list[Target] = []
         skip_body = request.method == "HEAD"
@@ -119,43 +185,35 @@ class ProxyHandler:
             else:
                 try:
                     target, prepared = await pool.acquire(
-                        tried, None if fresh else whole_request, skip_body)
+                        tried, None if fresh else whole_request, skip_body,
+                        self.response_buffering)
                 except NoCapacity as exc:
                     await _answer_from_gateway(response, 503, str(exc), retry_after=True)
                     return
             tried.append(target)
             slot = _Slot(pool, target)
             try:
-                await self._attempt(slot, request, response, head, whole_request, streamed,
+                await self._attempt(slot, request, response, head, whole_request, outgoing,
                                     prepared, fresh=fresh)
                 return
             except ProxyError as exc:
                 if isinstance(exc, UpstreamConnectError):
                     pool.record_connect_failure(target)
-                retryable = isinstance(exc, UpstreamConnectError) or (
-                    isinstance(exc, UpstreamBroken) and exc.nothing_received)
                 slot.release()  # before counting the targets left to try
-                if not fresh and isinstance(exc, UpstreamBroken) and exc.reused \
-                        and exc.nothing_received and may_retry(
-                            request.method, response_started=response.started,
-                            body_replayable=streamed is None or not streamed.started,
-                            attempts=1, other_targets=1):
-                    # A kept-alive connection the target closed just as we reused it (its
-                    # keep-alive timeout): once more, on a new connection, any target
-                    # including this one — as nginx does for a cached connection.
-                    fresh = True
+                retry = after_failure(
+                    exc, request.method, response_started=response.started,
+                    body_replayable=outgoing is None or outgoing.replayable,
+                    attempts=len(tried), other_targets=pool.other_routable(tried),
+                    on_new_connection=fresh)
+                fresh = retry is Retry.ON_A_NEW_CONNECTION
+                if fresh:
                     tried.remove(target)
                     pool.counters.retries += 1
                     log.info("pool %s: %s %s met a closed keep-alive connection to %s; "
                              "again on a new one", pool.name, request.method, request.target,
                              target.address)
                     continue
-                fresh = False
-                if retryable and may_retry(
-                    request.method, response_started=response.started,
-                    body_replayable=streamed is None or not streamed.started,
-                    attempts=len(tried), other_targets=pool.other_routable(tried),
-                ):
+                if retry is Retry.ELSEWHERE:
                     pool.counters.retries += 1
                     log.info("pool %s: %s %s failed on %s (%s), retrying elsewhere",
                              pool.name, request.method, request.target, target.address, exc)
@@ -180,7 +238,7 @@ class ProxyHandler:
         response: ResponseWriter,
         head: bytes,
         whole_request: bytes | None,
-        streamed: _StreamedBody | None,
+        outgoing: _OutgoingBody | None,
         prepared: Prepared | None,
         *,
         fresh: bool = False,
@@ -192,19 +250,20 @@ class ProxyHandler:
             connection, upstream = prepared  # sent already, when the slot was granted
         else:
             connection, _ = await connections.get(fresh=fresh)
-            upstream = connection.begin(skip_body=request.method == "HEAD")
+            upstream = connection.begin(request.method == "HEAD", self.response_buffering)
         try:
             if prepared is None:
                 if whole_request is not None:
                     connection.write(whole_request)
                 else:
-                    assert streamed is not None
+                    assert outgoing is not None
                     connection.write(head)
-                    await streamed.send(connection, self.read_timeout)
+                    await outgoing.send(connection, self.read_timeout)
 
             def release_early(done: UpstreamResponse) -> None:
-                # The whole response is buffered: free the connection and the slot now, so
-                # the next waiting request goes out in this same loop turn.
+                # The whole response is here: free the connection and the slot now, so the
+                # next waiting request goes out in this same loop turn, while the client
+                # takes its time over this one.
                 connections.put(connection, done)
                 slot.release()
 
@@ -220,6 +279,7 @@ class ProxyHandler:
         finally:
             upstream.on_complete = None
             connections.put(connection, upstream)
+            upstream.close_file()
 
 
 _continuations: set[asyncio.Future[None]] = set()
@@ -272,7 +332,8 @@ class _EagerExchange:
             return
         self.slot = _Slot(pool, target)
         self.connections = pool.connections_to(target)
-        prepared = pool.send_on_idle(target, self.head, self.request.method == "HEAD")
+        prepared = pool.send_on_idle(target, self.head, self.request.method == "HEAD",
+                                     handler.response_buffering)
         if prepared is None:  # a connection to open: the coroutine path does that
             self._hand_over(None)
             return
@@ -398,6 +459,34 @@ def _head_for(request: Request, body_length: int | None) -> bytes:
 
 async def _read_small_body(body: RequestBody) -> bytes:
     pieces = [piece async for piece in body]
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+async def _read_whole_body(body: RequestBody, memory: int, temp_dir: str) -> bytes | TempFile:
+    """The whole body: in memory up to ``memory`` bytes, else in a temporary file (all of
+    it, so that it is sent from one place). The connection bounds it by max_body_size and
+    times the client (408)."""
+    pieces: list[bytes] = []
+    size = 0
+    file: TempFile | None = None
+    try:
+        async for piece in body:
+            if file is None:
+                size += len(piece)
+                if size <= memory:
+                    pieces.append(piece)
+                    continue
+                file = TempFile(temp_dir)
+                for earlier in pieces:
+                    file.append(earlier)
+                pieces.clear()
+            file.append(piece)
+    except BaseException:
+        if file is not None:
+            file.close()
+        raise
+    if file is not None:
+        return file
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 

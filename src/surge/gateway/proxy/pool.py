@@ -20,7 +20,13 @@ from surge.gateway.proxy.admission import Admission, Waiter
 from surge.gateway.proxy.balancing import Target, make_balancer, routable
 from surge.gateway.proxy.errors import NoCapacity, ProxyError
 from surge.gateway.proxy.health import HealthChange, TargetHealth
-from surge.gateway.proxy.upstream import ConnectionPool, UpstreamConnection, UpstreamResponse
+from surge.gateway.proxy.upstream import (
+    STREAMING,
+    BodyBuffering,
+    ConnectionPool,
+    UpstreamConnection,
+    UpstreamResponse,
+)
 
 log = logging.getLogger("surge.gateway.proxy")
 
@@ -146,7 +152,7 @@ class TargetPool:
     # --- slots ----------------------------------------------------------------------
     async def acquire(
         self, excluded: Collection[Target] = (), request: bytes | None = None,
-        skip_body: bool = False,
+        skip_body: bool = False, buffering: BodyBuffering = STREAMING,
     ) -> tuple[Target, Prepared | None]:
         """A target with a free slot, waiting in line up to queue_timeout if need be. When
         the request (head and whole body) is given and the slot came free after a wait, it
@@ -159,7 +165,8 @@ class TargetPool:
 
         def on_grant(waiter: Waiter) -> None:
             if request is not None and waiter.granted is not None:
-                waiter.prepared = self.send_on_idle(waiter.granted, request, skip_body)
+                waiter.prepared = self.send_on_idle(waiter.granted, request, skip_body,
+                                                    buffering)
             _settle(granted)
 
         def give_up(_: Waiter) -> None:
@@ -180,6 +187,7 @@ class TargetPool:
                 prepared = _prepared(waiter)
                 if prepared is not None:  # sent, but nobody will read the answer
                     self.connections[waiter.granted].put(prepared[0], None)
+                    prepared[1].close_file()
                 self.release(waiter.granted)
             raise
         assert waiter.granted is not None
@@ -229,14 +237,15 @@ class TargetPool:
             self._sweep = asyncio.get_running_loop().call_later(QUEUE_SWEEP_INTERVAL,
                                                                 self._expire_waiters)
 
-    def send_on_idle(self, target: Target, request: bytes, skip_body: bool) -> Prepared | None:
+    def send_on_idle(self, target: Target, request: bytes, skip_body: bool,
+                     buffering: BodyBuffering = STREAMING) -> Prepared | None:
         """Send ``request`` on an idle kept-alive connection to ``target`` now; None when
         there is none (or it broke as we wrote): the caller opens one."""
         connections = self.connections.get(target)
         connection = connections.take_idle() if connections is not None else None
         if connections is None or connection is None:
             return None
-        response = connection.begin(skip_body=skip_body)
+        response = connection.begin(skip_body, buffering)
         try:
             connection.write(request)
         except ProxyError:

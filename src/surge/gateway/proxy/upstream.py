@@ -1,8 +1,11 @@
 """Connections to targets: one asyncio Protocol per connection, httptools for responses.
 
 An ``UpstreamConnection`` carries one request at a time and is reused while the target
-keeps it alive. Response bodies are handed over in pieces as they arrive; reading from
-the target pauses while more than ``BODY_HIGH_WATER`` bytes wait for the client, so a
+keeps it alive. Response bodies are handed over in pieces as they arrive. What the client
+has not taken yet waits as its ``BodyBuffering`` says: buffered (nginx's proxy_buffering),
+in memory up to a limit and then in a temporary file, so the target is done with the
+response as soon as it has sent it, whatever the client's speed; streamed, or past the
+temporary file's limit, reading from the target pauses until the client catches up, so a
 1 GiB download never sits in memory. Waits (for the head, for body data, for the target
 to take our writes) end with ``UpstreamTimeout`` after the caller's timeout.
 
@@ -16,12 +19,15 @@ start of its response. ``ConnectionPool.out_of_step`` counts those.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 import httptools
 
+from surge.gateway.errors import TempFileError
 from surge.gateway.exchange import Headers
 from surge.gateway.proxy.errors import (
     ProxyError,
@@ -30,11 +36,31 @@ from surge.gateway.proxy.errors import (
     UpstreamTimeout,
 )
 from surge.gateway.proxy.headers import CONNECTION_SPECIFIC, connection_tokens
+from surge.gateway.spool import TempFile
+
+log = logging.getLogger("surge.gateway.proxy")
 
 BODY_HIGH_WATER = 256 * 1024
+# What one read of a response's temporary file hands to the client.
+TEMP_FILE_READ_SIZE = 256 * 1024
 # Not forwarded to the client: hop-by-hop headers, and Date and Server, which the gateway
 # writes itself (as nginx does).
 _NOT_FORWARDED = CONNECTION_SPECIFIC | {b"date", b"server"}
+
+
+@dataclass(frozen=True, slots=True)
+class BodyBuffering:
+    """Where a response body waits for the client: ``memory`` bytes in memory, then a
+    temporary file in ``temp_dir`` of up to ``temp_file`` bytes (0: none). Reading from
+    the target pauses past both, until the client has taken what waits."""
+
+    memory: int
+    temp_file: int = 0
+    temp_dir: str = ""
+
+
+# Today's streaming: the target waits while more than BODY_HIGH_WATER is unread.
+STREAMING = BodyBuffering(BODY_HIGH_WATER)
 
 
 class UpstreamResponse:
@@ -43,12 +69,15 @@ class UpstreamResponse:
     the connection already carries the next request."""
 
     # Slots: one of these per proxied request; they make creating it and reading it cheaper.
-    __slots__ = ("_body", "_body_size", "_waiter", "complete", "connection", "connection_named",
-                 "error", "framed", "head_done", "headers", "keep_alive", "listener",
-                 "on_complete", "received_any", "skip_body", "status", "until_close")
+    __slots__ = ("_body", "_body_size", "_file", "_file_read", "_waiter", "buffering",
+                 "complete", "connection", "connection_named", "error", "framed", "head_done",
+                 "headers", "keep_alive", "listener", "on_complete", "received_any",
+                 "skip_body", "status", "until_close")
 
-    def __init__(self, connection: UpstreamConnection, *, skip_body: bool) -> None:
+    def __init__(self, connection: UpstreamConnection, skip_body: bool,
+                 buffering: BodyBuffering) -> None:
         self.connection = connection
+        self.buffering = buffering
         self.status = 0
         # The headers for the client, names lower-cased: hop-by-hop ones (the fixed list and
         # those the target's Connection header names), Date and Server are left out.
@@ -66,8 +95,12 @@ class UpstreamResponse:
         # Called instead of waking a waiter when nobody awaits this response: the proxy's
         # task-free path follows the response from callbacks (see forward.py).
         self.listener: Callable[[UpstreamResponse], None] | None = None
+        # The body not yet taken: the pieces in memory come first, then the temporary
+        # file from _file_read on (while the file holds some, new pieces join it).
         self._body: list[bytes] = []
         self._body_size = 0
+        self._file: TempFile | None = None
+        self._file_read = 0
         self._waiter: asyncio.Future[None] | None = None
 
     async def read_head(self, timeout: float) -> None:
@@ -81,14 +114,18 @@ class UpstreamResponse:
         """The next piece of the body, b"" at its end."""
         while True:
             if self._body:
-                data = self.take_body()
-                if not self.complete:
-                    self.connection.resume_reading()
-                return data
-            if self.complete:
+                data = self._take_memory()
+            elif self._file is not None and self._file_read < self._file.size:
+                data = self._take_from_file(TEMP_FILE_READ_SIZE)
+            elif self.complete:
                 return b""
-            self._raise_if_failed()
-            await self._wait(timeout, "sending the response body")
+            else:
+                self._raise_if_failed()
+                await self._wait(timeout, "sending the response body")
+                continue
+            if not self.complete and not self._over_limit():
+                self.connection.resume_reading()
+            return data
 
     def _raise_if_failed(self) -> None:
         if self.error is not None:
@@ -101,12 +138,55 @@ class UpstreamResponse:
     @property
     def body_buffered(self) -> int:
         """Bytes of the body received and not yet taken."""
-        return self._body_size
+        if self._file is None:
+            return self._body_size
+        return self._body_size + self._file.size - self._file_read
 
-    def add_body(self, piece: bytes) -> int:
-        self._body.append(piece)
-        self._body_size += len(piece)
-        return self._body_size
+    def add_body(self, piece: bytes) -> bool:
+        """Keep ``piece`` for the client; True when reading from the target must pause
+        until the client has taken some (``BodyBuffering``'s limits are reached)."""
+        file = self._file
+        if file is None or file.size == self._file_read:  # nothing waits in the file
+            size = self._body_size + len(piece)
+            buffering = self.buffering
+            if size <= buffering.memory or not buffering.temp_file:
+                self._body.append(piece)
+                self._body_size = size
+                return size > buffering.memory
+            if file is None:
+                file = self._file = TempFile(buffering.temp_dir)
+        file.append(piece)
+        return file.size >= self.buffering.temp_file
+
+    def _over_limit(self) -> bool:
+        """What waits keeps the target paused: a temporary file that reached its limit
+        (it takes more once emptied), or memory past its limit with no file to go to."""
+        if self._file is not None and self._file.size >= self.buffering.temp_file:
+            return True
+        return self._body_size > self.buffering.memory
+
+    def _take_memory(self) -> bytes:
+        data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body.clear()
+        self._body_size = 0
+        return data
+
+    def _take_from_file(self, count: int) -> bytes:
+        file = self._file
+        assert file is not None
+        data = file.read(self._file_read, count)
+        self._file_read += len(data)
+        if self._file_read >= file.size:
+            file.clear()  # all taken: the next pieces go to memory first again
+            self._file_read = 0
+        return data
+
+    def close_file(self) -> None:
+        """Give back the temporary file (the body is not wanted any more, or was taken)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._file_read = 0
 
     @property
     def reusable(self) -> bool:
@@ -134,9 +214,10 @@ class UpstreamResponse:
 
     def take_body(self) -> bytes:
         """Everything received of the body so far, at once."""
-        data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self._body.clear()
-        self._body_size = 0
+        data = self._take_memory()
+        if self._file is not None:
+            data += self._take_from_file(self._file.size)
+            self.close_file()
         return data
 
 
@@ -189,6 +270,7 @@ class UpstreamConnection(asyncio.Protocol):
             if response.head_done and response.until_close:
                 response.complete = True
                 response.keep_alive = False
+                self._finish_response(response)
             else:
                 response.error = UpstreamBroken(
                     "the target closed the connection"
@@ -268,8 +350,15 @@ class UpstreamConnection(asyncio.Protocol):
             response.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
-        assert self.response is not None
-        if self.response.add_body(body) > BODY_HIGH_WATER and not self._reading_paused:
+        response = self.response
+        assert response is not None
+        try:
+            pause = response.add_body(body)
+        except TempFileError as exc:
+            log.error("%s; the response is cut off", exc)
+            response.error = UpstreamBroken(str(exc))
+            raise  # stops the parser; data_received closes the connection
+        if pause and not self._reading_paused:
             self._reading_paused = True
             if self._transport is not None:
                 self._transport.pause_reading()
@@ -282,10 +371,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.response.complete = True
 
     # --- what the request cycle calls -------------------------------------------------
-    def begin(self, *, skip_body: bool) -> UpstreamResponse:
+    def begin(self, skip_body: bool, buffering: BodyBuffering = STREAMING) -> UpstreamResponse:
         """Start the next request on this connection; its response will arrive here."""
         self.requests_begun += 1
-        self.response = UpstreamResponse(self, skip_body=skip_body)
+        self.response = UpstreamResponse(self, skip_body, buffering)
         return self.response
 
     def write(self, data: bytes) -> None:
@@ -306,15 +395,17 @@ class UpstreamConnection(asyncio.Protocol):
             response._raise_if_failed()
 
     def resume_reading(self) -> None:
-        if self._reading_paused and self._transport is not None:
+        if self._reading_paused and self._transport is not None and not self.closed:
             self._reading_paused = False
             self._transport.resume_reading()
 
     def _finish_response(self, response: UpstreamResponse) -> None:
-        # The whole response is in memory: the connection is free for the next request
-        # now, before the task that asked for it even wakes up (see forward.py).
+        # The whole response is here (in memory or its temporary file): the target and the
+        # connection are free for the next request now, before the task that asked for it
+        # even wakes up, and whatever the client's speed (see forward.py). A connection
+        # that cannot carry another request is closed by the hook (ConnectionPool.put).
         self.resume_reading()
-        if response.reusable and not self.closed and response.on_complete is not None:
+        if response.on_complete is not None:
             hook, response.on_complete = response.on_complete, None
             hook(response)
 
@@ -433,7 +524,7 @@ async def fetch(
     async with asyncio.timeout(timeout):
         connection = await open_connection(host, port, timeout)
         try:
-            response = connection.begin(skip_body=False)
+            response = connection.begin(False)
             connection.write(
                 f"GET {path} HTTP/1.1\r\nHost: {host_header or f'{host}:{port}'}\r\n"
                 f"User-Agent: surge-gateway\r\n{extra}Connection: close\r\n\r\n"
