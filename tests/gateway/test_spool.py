@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from surge.gateway.errors import TempFileError
-from surge.gateway.spool import TempFile, prepare_temp_dir, temp_dir_of
+from surge.gateway.spool import TempFiles, prepare_temp_dir, temp_dir_of
 
 
 def test_a_temp_file_has_no_name_and_reads_back_what_was_appended(tmp_path: Path) -> None:
-    file = TempFile(str(tmp_path))
+    files = TempFiles(str(tmp_path), keep_idle=0)
+    file = files.new()
     try:
         file.append(b"hello ")
         file.append(memoryview(b"world"))
@@ -27,6 +28,23 @@ def test_a_temp_file_has_no_name_and_reads_back_what_was_appended(tmp_path: Path
     finally:
         file.close()
     file.close()  # twice is harmless
+
+
+def test_closed_files_are_kept_emptied_for_the_next_request(tmp_path: Path) -> None:
+    files = TempFiles(str(tmp_path), keep_idle=1)
+    first, second = files.new(), files.new()
+    first.append(b"secret of the first request")
+    kept = first.fd
+    first.close()
+    second.close()  # one more than keep_idle: really closed
+    assert files.idle == [kept] and os.fstat(kept).st_size == 0
+    third = files.new()
+    assert third.fd == kept and third.size == 0 and third.read(0, 100) == b""
+    third.close()
+    files.close()
+    assert files.idle == []
+    with pytest.raises(OSError):
+        os.fstat(kept)
 
 
 def test_the_temp_dir_is_made_checked_and_rid_of_what_a_crash_left(tmp_path: Path) -> None:
@@ -47,4 +65,4 @@ def test_an_unusable_temp_dir_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(TempFileError, match=f"{temp_dir}.*data_dir"):
         prepare_temp_dir(temp_dir)
     with pytest.raises(TempFileError, match="nowhere"):
-        TempFile(str(tmp_path / "nowhere"))
+        TempFiles(str(tmp_path / "nowhere")).new()

@@ -22,6 +22,7 @@ from surge.gateway.proxy.headers import request_head
 from surge.gateway.proxy.health import HealthChange, SuccessCodes, TargetHealth
 from surge.gateway.proxy.retry import Retry, after_failure, may_retry
 from surge.gateway.proxy.upstream import BodyBuffering, UpstreamConnection, UpstreamResponse
+from surge.gateway.spool import TempFiles
 
 from .fakes import run_async
 
@@ -456,7 +457,8 @@ async def test_a_silent_target_times_out_and_a_garbled_one_is_broken():
 def _buffered(tmp_path: Path, memory: int, temp_file: int
               ) -> tuple[UpstreamConnection, _Transport, UpstreamResponse]:
     connection, transport = _connection()
-    response = connection.begin(False, BodyBuffering(memory, temp_file, str(tmp_path)))
+    response = connection.begin(False, BodyBuffering(
+        memory, temp_file, TempFiles(str(tmp_path), keep_idle=0) if temp_file else None))
     connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
     return connection, transport, response
 

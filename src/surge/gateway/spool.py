@@ -8,6 +8,11 @@ nothing is left behind by a crash, kill -9 included. Where the file system has n
 ``O_TMPFILE`` it is created and unlinked at once; ``prepare_temp_dir`` removes what a crash
 in that instant could leave.
 
+Creating and deleting a file costs about 100 µs of CPU on ext4, against a few µs to empty
+one: ``TempFiles`` keeps a few emptied files open for the next requests. An emptied file
+holds no data and no disk blocks (``ftruncate``), and reads stop at what this request
+wrote, so nothing of a request can reach another.
+
 Writes and reads are plain system calls on the event loop, as nginx's are: they go to the
 page cache, and a request body is at most ``max_body_size``.
 """
@@ -24,17 +29,45 @@ from surge.gateway.errors import TempFileError
 TEMP_DIR_NAME = "tmp"
 _PREFIX = "surge-body-"
 LEFTOVER_AGE = 60.0  # a named temp file older than this was left by a crash
+KEEP_IDLE = 16  # emptied files a process keeps open for reuse
+
+
+class TempFiles:
+    """The temporary files of one directory, for one process."""
+
+    def __init__(self, directory: str, keep_idle: int = KEEP_IDLE) -> None:
+        self.directory = directory
+        self.keep_idle = keep_idle
+        self.idle: list[int] = []  # descriptors of emptied files
+
+    def new(self) -> TempFile:
+        fd = self.idle.pop() if self.idle else _open_unnamed(self.directory)
+        return TempFile(self, fd)
+
+    def give_back(self, fd: int) -> None:
+        if len(self.idle) < self.keep_idle:
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+            else:
+                self.idle.append(fd)
+                return
+        os.close(fd)
+
+    def close(self) -> None:
+        while self.idle:
+            os.close(self.idle.pop())
 
 
 class TempFile:
     """An unnamed file that bytes are appended to and read back from at any offset."""
 
-    __slots__ = ("directory", "fd", "size")
+    __slots__ = ("fd", "owner", "size")
 
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self.fd = -1  # (for __del__, should the open fail)
-        self.fd = _open_unnamed(directory)
+    def __init__(self, owner: TempFiles, fd: int) -> None:
+        self.owner = owner
+        self.fd = fd
         self.size = 0
 
     def append(self, data: bytes | memoryview) -> None:
@@ -45,7 +78,7 @@ class TempFile:
                 self.size += written
                 view = view[written:]
         except OSError as exc:
-            raise TempFileError(f"cannot write a temporary file in {self.directory}: "
+            raise TempFileError(f"cannot write a temporary file in {self.owner.directory}: "
                                 f"{exc.strerror or exc}") from exc
 
     def read(self, offset: int, count: int) -> bytes:
@@ -57,13 +90,15 @@ class TempFile:
         self.size = 0
 
     def close(self) -> None:
+        """Done with it: the file goes back to its owner, emptied (or is closed)."""
         if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            self.owner.give_back(fd)
 
     def __del__(self) -> None:
         # A safety net: every owner closes its file in a finally.
-        self.close()
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 def _open_unnamed(directory: str) -> int:
@@ -101,7 +136,7 @@ def prepare_temp_dir(temp_dir: str) -> None:
     except OSError as exc:
         raise TempFileError(f"cannot create the temporary directory {directory} (data_dir): "
                             f"{exc.strerror or exc}") from exc
-    TempFile(str(directory)).close()
+    os.close(_open_unnamed(str(directory)))
     now = time.time()
     for leftover in directory.glob(f"{_PREFIX}*"):
         try:

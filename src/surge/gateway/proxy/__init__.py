@@ -25,7 +25,7 @@ from surge.gateway.proxy.feed import Entries, TargetsFeed
 from surge.gateway.proxy.forward import ProxyHandler
 from surge.gateway.proxy.pool import TargetPool
 from surge.gateway.proxy.upstream import STREAMING, BodyBuffering
-from surge.gateway.spool import prepare_temp_dir, temp_dir_of
+from surge.gateway.spool import TempFiles, prepare_temp_dir, temp_dir_of
 
 __all__ = ["ProxyService"]
 
@@ -48,7 +48,7 @@ class ProxyService:
         (default: as many as ``surge gateway`` starts for these settings)."""
         self.clock = clock
         self.gateway = settings.gateway
-        self.temp_dir = temp_dir_of(settings.data_dir)
+        self.temp_files = TempFiles(temp_dir_of(settings.data_dir))
         if processes is None:
             processes = gateway_processes(settings)
         self.pools = {name: TargetPool(name, pool, clock, processes=processes)
@@ -64,7 +64,7 @@ class ProxyService:
         """Make sure the temporary directory works; start health checks, the reaper of
         drained targets and the targets feed; with a feed, wait (briefly) for its first
         answer so the gateway starts with targets."""
-        prepare_temp_dir(self.temp_dir)
+        prepare_temp_dir(self.temp_files.directory)
         for pool in self.pools.values():
             self._tasks.append(asyncio.create_task(HealthChecker(pool).run(),
                                                    name=f"health-checks-{pool.name}"))
@@ -89,10 +89,11 @@ class ProxyService:
             handler = self._handlers[route] = ProxyHandler(
                 self.pools[route.pool], self.clock,
                 body_memory=gateway.body_buffer_size if route.request_buffering else None,
-                temp_dir=self.temp_dir,
+                temp_files=self.temp_files,
                 response_buffering=BodyBuffering(
                     gateway.response_buffer_size, gateway.response_max_temp_file_size,
-                    self.temp_dir) if route.response_buffering else STREAMING)
+                    self.temp_files if gateway.response_max_temp_file_size else None)
+                if route.response_buffering else STREAMING)
         return handler
 
     async def stop(self, timeout: float) -> None:
@@ -111,6 +112,7 @@ class ProxyService:
             await asyncio.sleep(0.05)
         for pool in self.pools.values():
             pool.close()
+        self.temp_files.close()
 
     def stats(self) -> dict[str, object]:
         """Counters per pool and per target, for the metrics endpoint."""

@@ -41,7 +41,7 @@ from surge.gateway.proxy.upstream import (
     UpstreamConnection,
     UpstreamResponse,
 )
-from surge.gateway.spool import TempFile
+from surge.gateway.spool import TempFile, TempFiles
 
 log = logging.getLogger("surge.gateway.proxy")
 
@@ -105,18 +105,18 @@ _OutgoingBody = _StreamedBody | _SpooledBody
 
 class ProxyHandler:
     """The ``RouteHandler`` of one proxy route. ``body_memory``: read request bodies whole
-    first, up to this in memory and the rest in a temporary file in ``temp_dir`` (None:
-    stream them); ``response_buffering``: where a response waits for the client."""
+    first, up to this in memory and the rest in one of ``temp_files`` (None: stream them);
+    ``response_buffering``: where a response waits for the client."""
 
     def __init__(self, pool: TargetPool, clock: Callable[[], float] = time.monotonic, *,
-                 body_memory: int | None = None, temp_dir: str = "",
+                 body_memory: int | None = None, temp_files: TempFiles | None = None,
                  response_buffering: BodyBuffering = STREAMING) -> None:
         self.pool = pool
         self.clock = clock
         self.read_timeout = pool.settings.read_timeout
         self.eager_deadlines = DeadlineSweep(self.read_timeout, clock)
         self.body_memory = body_memory
-        self.temp_dir = temp_dir
+        self.temp_files = temp_files
         self.response_buffering = response_buffering
 
     def start_now(self, request: Request, response: ResponseWriter,
@@ -141,8 +141,8 @@ class ProxyHandler:
         outgoing: _OutgoingBody | None = None
         if length == 0:
             buffered = b""
-        elif self.body_memory is not None:
-            kept = await _read_whole_body(body, self.body_memory, self.temp_dir)
+        elif self.body_memory is not None and self.temp_files is not None:
+            kept = await _read_whole_body(body, self.body_memory, self.temp_files)
             if isinstance(kept, TempFile):
                 outgoing = _SpooledBody(kept)
                 length = kept.size
@@ -462,7 +462,8 @@ async def _read_small_body(body: RequestBody) -> bytes:
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
-async def _read_whole_body(body: RequestBody, memory: int, temp_dir: str) -> bytes | TempFile:
+async def _read_whole_body(body: RequestBody, memory: int,
+                           temp_files: TempFiles) -> bytes | TempFile:
     """The whole body: in memory up to ``memory`` bytes, else in a temporary file (all of
     it, so that it is sent from one place). The connection bounds it by max_body_size and
     times the client (408)."""
@@ -476,7 +477,7 @@ async def _read_whole_body(body: RequestBody, memory: int, temp_dir: str) -> byt
                 if size <= memory:
                     pieces.append(piece)
                     continue
-                file = TempFile(temp_dir)
+                file = temp_files.new()
                 for earlier in pieces:
                     file.append(earlier)
                 pieces.clear()

@@ -36,7 +36,7 @@ from surge.gateway.proxy.errors import (
     UpstreamTimeout,
 )
 from surge.gateway.proxy.headers import CONNECTION_SPECIFIC, connection_tokens
-from surge.gateway.spool import TempFile
+from surge.gateway.spool import TempFile, TempFiles
 
 log = logging.getLogger("surge.gateway.proxy")
 
@@ -51,12 +51,12 @@ _NOT_FORWARDED = CONNECTION_SPECIFIC | {b"date", b"server"}
 @dataclass(frozen=True, slots=True)
 class BodyBuffering:
     """Where a response body waits for the client: ``memory`` bytes in memory, then a
-    temporary file in ``temp_dir`` of up to ``temp_file`` bytes (0: none). Reading from
+    temporary file from ``temp_files`` of up to ``temp_file`` bytes (0: none). Reading from
     the target pauses past both, until the client has taken what waits."""
 
     memory: int
     temp_file: int = 0
-    temp_dir: str = ""
+    temp_files: TempFiles | None = None
 
 
 # Today's streaming: the target waits while more than BODY_HIGH_WATER is unread.
@@ -149,12 +149,12 @@ class UpstreamResponse:
         if file is None or file.size == self._file_read:  # nothing waits in the file
             size = self._body_size + len(piece)
             buffering = self.buffering
-            if size <= buffering.memory or not buffering.temp_file:
+            if size <= buffering.memory or buffering.temp_files is None:
                 self._body.append(piece)
                 self._body_size = size
                 return size > buffering.memory
             if file is None:
-                file = self._file = TempFile(buffering.temp_dir)
+                file = self._file = buffering.temp_files.new()
         file.append(piece)
         return file.size >= self.buffering.temp_file
 
